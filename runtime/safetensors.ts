@@ -10,8 +10,27 @@ export class CheckpointError extends Error {
   override name = "CheckpointError";
 }
 
+/** A dtype the header may name; only {@linkcode ReadableDtype}s can be read. */
+export type SafetensorsDtype =
+  | "BOOL"
+  | "U8"
+  | "I8"
+  | "F8_E4M3"
+  | "F8_E5M2"
+  | "F8_E8M0"
+  | "I16"
+  | "U16"
+  | "F16"
+  | "BF16"
+  | "I32"
+  | "U32"
+  | "F32"
+  | "I64"
+  | "U64"
+  | "F64";
+
 /** Bytes per element of every dtype the format defines with a whole-byte size. */
-export const DTYPE_BYTES = {
+export const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = {
   BOOL: 1,
   U8: 1,
   I8: 1,
@@ -28,10 +47,7 @@ export const DTYPE_BYTES = {
   I64: 8,
   U64: 8,
   F64: 8,
-} as const;
-
-/** A dtype the header may name; only {@linkcode ReadableDtype}s can be read. */
-export type SafetensorsDtype = keyof typeof DTYPE_BYTES;
+};
 
 /** The dtypes this reader converts from (and the writer writes). */
 export type ReadableDtype = "F32" | "F16" | "BF16";
