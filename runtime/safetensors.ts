@@ -136,10 +136,8 @@ export function headerLengthOf(first8: Uint8Array, fileSize: number, file: strin
   }
   if (8n + length > BigInt(fileSize)) {
     throw new CheckpointError(
-      `${file} declares a ${length}-byte header but only ${
-        fileSize - 8
-      } bytes follow the length: ` +
-        `the file is truncated or not a safetensors file; download or save it again`,
+      `${file} declares a ${length}-byte header but only ${fileSize - 8} bytes follow the ` +
+        `length: the file is truncated or not a safetensors file; download or save it again`,
     );
   }
   return Number(length);
@@ -365,7 +363,13 @@ export class SafetensorsFile {
     const entry = this.#readable(name);
     const [first, count] = this.#rowRange(entry, options.rows);
     const out = options.as === "f32" ? new Float32Array(count) : new Float16Array(count);
-    await this.#stream(entry, first, count, (values, at) => out.set(values, at), options.as);
+    if (STORED_AS[entry.dtype] === options.as) {
+      // Same storage type: the file's bytes are the result, read straight into it.
+      await this.#stream(entry, first, count, () => {}, new Uint8Array(out.buffer));
+    } else {
+      const scratch = Math.min(count, this.#chunkElements(entry.dtype));
+      await this.#stream(entry, first, count, converter(entry.dtype, out, scratch));
+    }
     if (options.requireFinite) await this.#requireFinite(entry, options, first, out);
     return out;
   }
@@ -414,31 +418,33 @@ export class SafetensorsFile {
     return [start * rowElements, count * rowElements];
   }
 
+  /** Elements of `dtype` in one read: `chunkBytes` worth, one at least. */
+  #chunkElements(dtype: ReadableDtype): number {
+    return Math.max(1, Math.floor(this.#chunkBytes / DTYPE_BYTES[dtype]));
+  }
+
   /**
-   * Streams elements [first, first + count) of `entry` in chunks of at most `chunkBytes` (one
-   * element at least), handing `sink` each chunk converted to `as` with its offset in the range.
+   * Streams the bytes of elements [first, first + count) of `entry` in chunks, handing `use` each
+   * chunk with its element offset in the range. With `into`, each chunk is read straight into its
+   * place there instead of into a reused buffer.
    */
   #stream(
     entry: TensorEntry & { dtype: ReadableDtype },
     first: number,
     count: number,
-    sink: (values: Float32Array | Float16Array, at: number) => void,
-    as: "f32" | "f16",
+    use: (bytes: Uint8Array, at: number) => void,
+    into?: Uint8Array,
   ): Promise<void> {
-    const elementBytes = DTYPE_BYTES[entry.dtype];
-    const chunkElements = Math.min(count, Math.max(1, Math.floor(this.#chunkBytes / elementBytes)));
-    const chunk = new Uint8Array(chunkElements * elementBytes);
+    const size = DTYPE_BYTES[entry.dtype];
+    const step = Math.min(count, this.#chunkElements(entry.dtype));
+    const chunk = into ? undefined : new Uint8Array(step * size);
     return this.#exclusive(async () => {
-      for (let done = 0; done < count; done += chunkElements) {
-        const n = Math.min(chunkElements, count - done);
-        const offset = entry.byteOffset + (first + done) * elementBytes;
-        const bytes = await readAt(
-          this.#file,
-          offset,
-          chunk.subarray(0, n * elementBytes),
-          this.path,
-        );
-        sink(decode(entry.dtype, bytes, n, as), done);
+      for (let done = 0; done < count; done += step) {
+        const n = Math.min(step, count - done);
+        const target = into?.subarray(done * size, (done + n) * size) ??
+          chunk!.subarray(0, n * size);
+        const offset = entry.byteOffset + (first + done) * size;
+        use(await readAt(this.#file, offset, target, this.path), done);
       }
     });
   }
@@ -449,11 +455,11 @@ export class SafetensorsFile {
     count: number,
   ): Promise<NonFiniteReport> {
     const report = { file: this.path, tensor: entry.name, count: 0, firstIndex: -1 };
-    await this.#stream(entry, first, count, (values, at) => {
-      const found = countNonFinite(values);
+    await this.#stream(entry, first, count, (bytes, at) => {
+      const found = nonFiniteStored(entry.dtype, bytes);
       if (found.count > 0 && report.firstIndex < 0) report.firstIndex = at + found.firstIndex;
       report.count += found.count;
-    }, "f32");
+    });
     return report;
   }
 
@@ -498,10 +504,8 @@ async function readAt(
     const n = await file.read(into.subarray(filled));
     if (n === null) {
       throw new CheckpointError(
-        `${path} ended at byte ${offset + filled} while ${
-          into.length - filled
-        } more were expected: ` +
-          `it was truncated (or changed) after it was opened`,
+        `${path} ended at byte ${offset + filled} while ${into.length - filled} more bytes ` +
+          `were expected: it was truncated (or changed) after it was opened`,
       );
     }
     filled += n;
@@ -509,29 +513,60 @@ async function readAt(
   return into;
 }
 
-/** Converts `n` little-endian elements of `dtype` in `bytes` to `as`. */
-function decode(
+/** The result type whose bytes equal a dtype's in the file, where there is one. */
+const STORED_AS: Record<ReadableDtype, "f32" | "f16" | undefined> = {
+  F32: "f32",
+  F16: "f16",
+  BF16: undefined,
+};
+
+/**
+ * A function that converts a chunk of little-endian `dtype` elements into `out` at an element
+ * offset; `chunkElements` bounds a chunk (for the scratch space bf16 → f16 needs). Chunks start
+ * buffers of their own, so typed views over them are aligned.
+ */
+function converter(
+  dtype: ReadableDtype,
+  out: Float32Array | Float16Array,
+  chunkElements: number,
+): (bytes: Uint8Array, at: number) => void {
+  const view = <T>(Type: new (b: ArrayBuffer, o: number, n: number) => T, bytes: Uint8Array) =>
+    new Type(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.length / DTYPE_BYTES[dtype]);
+  // TypedArray.set converts element-wise: f32 → f16 rounds to nearest even, f16 → f32 is exact.
+  if (dtype === "F32") return (bytes, at) => out.set(view(Float32Array, bytes), at);
+  if (dtype === "F16") return (bytes, at) => out.set(view(Float16Array, bytes), at);
+  // bf16 is the top half of an f32, so widening is a shift, exact, written in place when the
+  // result is f32 and through one reused scratch chunk when it is f16.
+  const wide = out instanceof Float32Array
+    ? new Uint32Array(out.buffer, out.byteOffset, out.length)
+    : new Uint32Array(chunkElements);
+  return (bytes, at) => {
+    const bits = view(Uint16Array, bytes);
+    const base = out instanceof Float32Array ? at : 0;
+    for (let i = 0; i < bits.length; i++) wide[base + i] = bits[i] << 16;
+    if (!(out instanceof Float32Array)) {
+      out.set(new Float32Array(wide.buffer, 0, bits.length), at);
+    }
+  };
+}
+
+/** NaN and ±Inf among little-endian `dtype` elements, told by their bits (no conversion). */
+function nonFiniteStored(
   dtype: ReadableDtype,
   bytes: Uint8Array,
-  n: number,
-  as: "f32" | "f16",
-): Float32Array | Float16Array {
-  // `bytes` starts a freshly allocated chunk, so typed views over it are aligned.
-  const buffer = bytes.buffer as ArrayBuffer;
+): { count: number; firstIndex: number } {
   if (dtype === "F32") {
-    const f32 = new Float32Array(buffer, bytes.byteOffset, n);
-    return as === "f32" ? f32 : new Float16Array(f32); // rounds to nearest even
+    return countNonFinite(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4));
   }
-  if (dtype === "F16") {
-    const f16 = new Float16Array(buffer, bytes.byteOffset, n);
-    return as === "f16" ? f16 : new Float32Array(f16); // exact
+  // An all-ones exponent is Inf or NaN: 5 bits in f16, 8 in bf16.
+  const mask = dtype === "F16" ? 0x7c00 : 0x7f80;
+  const bits = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2);
+  let count = 0;
+  let firstIndex = -1;
+  for (let i = 0; i < bits.length; i++) {
+    if ((bits[i] & mask) === mask && count++ === 0) firstIndex = i;
   }
-  // bf16 is the top half of an f32, so widening is a shift and exact.
-  const bits = new Uint16Array(buffer, bytes.byteOffset, n);
-  const wide = new Uint32Array(n);
-  for (let i = 0; i < n; i++) wide[i] = bits[i] << 16;
-  const f32 = new Float32Array(wide.buffer);
-  return as === "f32" ? f32 : new Float16Array(f32);
+  return { count, firstIndex };
 }
 
 function countNonFinite(
@@ -540,9 +575,7 @@ function countNonFinite(
   let count = 0;
   let firstIndex = -1;
   for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i])) {
-      if (count++ === 0) firstIndex = i;
-    }
+    if (!Number.isFinite(values[i]) && count++ === 0) firstIndex = i;
   }
   return { count, firstIndex };
 }
