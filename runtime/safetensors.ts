@@ -30,7 +30,7 @@ export type SafetensorsDtype =
   | "F64";
 
 /** Bytes per element of every dtype the format defines with a whole-byte size. */
-export const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = {
+const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = {
   BOOL: 1,
   U8: 1,
   I8: 1,
@@ -120,7 +120,7 @@ export interface TensorToWrite {
  * Reads the header length from the first 8 bytes of a file of `fileSize` bytes, refusing lengths
  * that cannot belong to a well-formed file.
  */
-export function headerLengthOf(first8: Uint8Array, fileSize: number, file: string): number {
+function headerLengthOf(first8: Uint8Array, fileSize: number, file: string): number {
   if (fileSize < 8 || first8.length < 8) {
     throw new CheckpointError(
       `${file} has ${fileSize} bytes, fewer than the 8-byte header length every safetensors file ` +
