@@ -1,7 +1,7 @@
 // Text in, text out for `deno task run`: a model directory's Hugging Face tokenizer.json (byte-level
 // BPE for Llama-3 and Qwen-2.5, sentencepiece-style BPE for Yi) read offline by
-// @huggingface/tokenizers, and its chat template rendered by @huggingface/jinja, the pair that
-// transformers.js uses, so token ids match what transformers produces for the same text.
+// @huggingface/tokenizers, and its chat template rendered by @huggingface/jinja: the pair that
+// transformers.js uses, written to give the ids Python transformers gives for the same text.
 
 import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
