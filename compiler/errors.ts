@@ -1,0 +1,15 @@
+// Errors a user can cause, each one line that names where, what and the rule broken.
+
+/** A model definition or config that breaks a rule: names the layer, the field and the rule. */
+export class ModelError extends Error {
+  override name = "ModelError";
+  /** @param where layer or scope, e.g. "layers.3.self_attn" @param field the field @param rule what is wrong */
+  constructor(readonly where: string, readonly field: string, readonly rule: string) {
+    super(`${where}: ${field}: ${rule}`);
+  }
+}
+
+/** A strategy or shape the plan cannot be built for (bad host count, anchor, passing length…). */
+export class PlanError extends Error {
+  override name = "PlanError";
+}

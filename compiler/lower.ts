@@ -1,0 +1,508 @@
+// Lowering: model graph + strategy + shape → plan. Every per-token node becomes one dispatch per
+// host over that host's rows; attention nodes go to lower_attention.ts, where the strategy's
+// tasks become kernels and transfers.
+
+import type { ModelDefinition } from "./dsl.ts";
+import { PlanError } from "./errors.ts";
+import type { Graph, Node } from "./graph.ts";
+import { fuse } from "./passes/fuse.ts";
+import { type MemoryPlan, planMemory } from "./passes/memory.ts";
+import { verify } from "./passes/verify.ts";
+import {
+  type BufferDecl,
+  type BufferFill,
+  type BufferRole,
+  type Expr,
+  type HostDecl,
+  type KernelDecl,
+  type LogitsOutput,
+  type Plan,
+  PLAN_FORMAT,
+  PLAN_VERSION,
+  type Program,
+  type WeightDecl,
+} from "./plan.ts";
+import { ProgramBuilder } from "./program.ts";
+import type { Segment, Strategy } from "./strategies/strategy.ts";
+import { lowerAttentionExtend, lowerAttentionPrefill, resolveTasks } from "./lower_attention.ts";
+import { kernelFamily } from "../wgsl/mod.ts";
+import type { ElementType, StorageType } from "../wgsl/kernel.ts";
+
+/** The shape and storage a plan is lowered for. */
+export interface LowerOptions {
+  /** Number of hosts (default 1). */
+  hosts?: number;
+  /** Context tokens prefilled. */
+  contextTokens: number;
+  /** Query tokens (APB embeds them in anchors; the query pass runs them over the cache). */
+  queryTokens?: number;
+  /** Most rows one extend call (query pass or decode step) takes (default max(query, 1)). */
+  extendRows?: number;
+  /** Most tokens appended after prefill in total (default query + 64). */
+  maxNewTokens?: number;
+  /** Logits from prefill: every kept row, the last context row, or none (default "last"). */
+  prefillLogits?: "all" | "last" | "none";
+  /** Logits from extend calls: every new row or the last (default "last"). */
+  extendLogits?: "all" | "last";
+  /** Storage type of weights (default f32). */
+  weights?: StorageType;
+  /** Storage type of the KV cache (default f32). */
+  kv?: StorageType;
+}
+
+/** What the lowering of one host knows. */
+export interface HostInfo {
+  /** Host index. */
+  index: number;
+  /** Its segments. */
+  segments: Segment[];
+  /** First local row of each segment by name. */
+  start: Map<string, number>;
+  /** Rows in prefill. */
+  rows: number;
+  /** Kept rows [start, end). */
+  keep: [number, number];
+  /** Whether extend appends here. */
+  appends: boolean;
+  /** Rows of each layer's cache. */
+  cacheRows: number;
+  /** Rows of activation buffers (prefill or extend, whichever is larger). */
+  maxRows: number;
+}
+
+/** Which program is being lowered. */
+export type Mode = "prefill" | "extend";
+
+/** Shared state of a lowering, handed to the attention lowering. */
+export class Lowering {
+  readonly graph: Graph;
+  readonly memory: MemoryPlan;
+  readonly hosts: HostInfo[];
+  readonly buffers = new Map<string, BufferDecl>();
+  readonly kernels: Record<string, KernelDecl> = {};
+  readonly weights: WeightDecl[] = [];
+  readonly opts: Required<LowerOptions>;
+  #ropeTables = new Map<string, string>();
+
+  /** @param model the model @param strategy the strategy @param options shape and storage */
+  constructor(readonly model: ModelDefinition, readonly strategy: Strategy, options: LowerOptions) {
+    const query = options.queryTokens ?? 0;
+    this.opts = {
+      hosts: options.hosts ?? 1,
+      contextTokens: options.contextTokens,
+      queryTokens: query,
+      extendRows: options.extendRows ?? Math.max(query, 1),
+      maxNewTokens: options.maxNewTokens ?? query + 64,
+      prefillLogits: options.prefillLogits ?? "last",
+      extendLogits: options.extendLogits ?? "last",
+      weights: options.weights ?? "f32",
+      kv: options.kv ?? "f32",
+    };
+    checkShape(this.opts);
+    this.graph = fuse(verify(model.graph));
+    this.memory = planMemory(this.graph);
+    const plans = strategy.plan({
+      hosts: this.opts.hosts,
+      contextTokens: this.opts.contextTokens,
+      queryTokens: query,
+      model: model.config,
+    });
+    if (plans.length !== this.opts.hosts) {
+      throw new PlanError(`${strategy.name} planned ${plans.length} hosts, not ${this.opts.hosts}`);
+    }
+    this.hosts = plans.map((p, h) => this.#hostInfo(h, p.segments));
+    checkConservation(strategy.name, this.hosts, this.opts.contextTokens);
+    for (const [name, p] of this.graph.params) this.#weight(name, [...p.shape], p.init, "model");
+  }
+
+  /** Declares (or widens) a buffer; returns its id. */
+  buffer(
+    id: string,
+    host: number | null,
+    elem: ElementType,
+    elements: number,
+    role: BufferRole,
+    fill?: BufferFill,
+  ): string {
+    const b = this.buffers.get(id);
+    if (b) b.elements = Math.max(b.elements, elements);
+    else this.buffers.set(id, { id, host, elem, elements: Math.max(1, elements), role, fill });
+    return id;
+  }
+
+  /** The id of kernel `family` specialised on `spec` (registering it). */
+  kernel(family: string, spec: unknown): string {
+    const id = kernelFamily(family).key(spec);
+    this.kernels[id] ??= { family, spec, file: `kernels/${id}.wgsl` };
+    return id;
+  }
+
+  /** Appends a dispatch for `host`. */
+  dispatch(
+    pb: ProgramBuilder,
+    host: number,
+    family: string,
+    spec: unknown,
+    sizes: Record<string, Expr>,
+    bind: Record<string, string>,
+    label: string,
+  ): void {
+    pb.step(host, { kernel: this.kernel(family, spec), sizes, bind, label });
+  }
+
+  /** Buffer, element offset and row stride of node `id` on `host`. */
+  at(id: number, host: number): { buffer: string; offset: number; stride: number } {
+    const p = this.memory.placements[id];
+    if (p.kind !== "slot") throw new Error(`internal: node %${id} has no slot (${p.kind})`);
+    const h = this.hosts[host];
+    const elements = this.memory.slots[p.slot] * h.maxRows;
+    const buffer = this.buffer(`h${host}.s${p.slot}`, host, "f32", elements, "activation");
+    return { buffer, offset: p.offset, stride: p.stride };
+  }
+
+  /** The KV cache buffer of `layer` on `host`. */
+  cache(kind: "k" | "v", layer: number, host: number): string {
+    const c = this.model.config;
+    const h = this.hosts[host];
+    const elements = h.cacheRows * c.kvHeads * c.headDim;
+    return this.buffer(`h${host}.${kind}${layer}`, host, this.opts.kv, elements, "cache");
+  }
+
+  /** Buffer of RoPE cos/sin for `node`'s settings. */
+  ropeTable(node: Node): string {
+    const { rope, headDim } = node.attrs;
+    const key = JSON.stringify([rope, headDim]);
+    let id = this.#ropeTables.get(key);
+    if (!id) {
+      id = `rope${this.#ropeTables.size}`;
+      const o = this.opts;
+      const positions = o.contextTokens + o.queryTokens + o.maxNewTokens + 1;
+      const fill: BufferFill = { kind: "rope", rope: rope!, headDim: headDim!, positions };
+      this.buffer(id, null, "f32", positions * headDim!, "table", fill);
+      this.#ropeTables.set(key, id);
+    }
+    return id;
+  }
+
+  /** Declares a weight (model or retaining head) and returns its buffer id. */
+  weight(name: string, shape: number[], scale: number, source: "model" | "retaining"): string {
+    return this.#weight(name, shape, { scale, bias: 0 }, source);
+  }
+
+  /** Per-host scratch for attention's log-sum-exp. */
+  lseScratch(host: number): string {
+    const c = this.model.config;
+    return this.buffer(`h${host}.lse`, host, "f32", this.hosts[host].maxRows * c.heads, "exchange");
+  }
+
+  #weight(name: string, shape: number[], init: WeightDecl["init"], source: WeightDecl["source"]) {
+    const existing = this.weights.find((w) => w.name === name);
+    if (existing) return existing.buffer;
+    const buffer = `w${this.weights.length}`;
+    const elements = shape.reduce((a, b) => a * b, 1);
+    this.buffer(buffer, null, this.opts.weights, elements, "weight");
+    this.weights.push({ name, shape, buffer, init, seed: this.weights.length, source });
+    return buffer;
+  }
+
+  #hostInfo(index: number, segments: Segment[]): HostInfo {
+    const start = new Map<string, number>();
+    let rows = 0;
+    for (const s of segments) {
+      if (start.has(s.name)) throw new PlanError(`host ${index}: segment "${s.name}" twice`);
+      if (!Number.isInteger(s.count) || s.count < 0) {
+        throw new PlanError(`host ${index}: segment "${s.name}" has ${s.count} rows`);
+      }
+      start.set(s.name, rows);
+      rows += s.count;
+    }
+    if (rows === 0) throw new PlanError(`host ${index} holds no tokens`);
+    const kept = segments.filter((s) => s.keep && s.count > 0);
+    const keepStart = kept.length ? start.get(kept[0].name)! : 0;
+    let keepEnd = keepStart;
+    for (const s of kept) {
+      if (start.get(s.name) !== keepEnd) {
+        throw new PlanError(`host ${index}: kept segments must be adjacent rows`);
+      }
+      keepEnd += s.count;
+    }
+    const appends = index === this.opts.hosts - 1;
+    const cacheRows = Math.max(rows, keepEnd + (appends ? this.opts.maxNewTokens : 0));
+    const maxRows = Math.max(rows, this.opts.extendRows);
+    return {
+      index,
+      segments,
+      start,
+      rows,
+      keep: [keepStart, keepEnd],
+      appends,
+      cacheRows,
+      maxRows,
+    };
+  }
+}
+
+/** Lowers `model` with `strategy` to a plan. */
+export function lower(model: ModelDefinition, strategy: Strategy, options: LowerOptions): Plan {
+  const L = new Lowering(model, strategy, options);
+  const tasks = resolveTasks(L);
+  const prefill = lowerProgram(L, "prefill", (pb, n) => lowerAttentionPrefill(L, pb, n, tasks));
+  const extend = lowerProgram(L, "extend", (pb, n) => lowerAttentionExtend(L, pb, n));
+  const hosts: HostDecl[] = L.hosts.map((h) => ({
+    segments: h.segments,
+    rows: h.rows,
+    keep: h.keep,
+    appends: h.appends,
+    appendCapacity: h.cacheRows - h.keep[1],
+    ids: L.buffer(`h${h.index}.ids`, h.index, "u32", h.maxRows, "input"),
+    positions: L.buffer(`h${h.index}.pos`, h.index, "u32", h.maxRows, "input"),
+  }));
+  return {
+    format: PLAN_FORMAT,
+    version: PLAN_VERSION,
+    model: {
+      name: model.config.name,
+      config: model.config,
+      parameters: L.graph.paramCount(),
+      graph: L.graph.toString(),
+    },
+    strategy: {
+      name: strategy.name,
+      hosts: L.opts.hosts,
+      params: strategy.params,
+      communication: strategy.communication,
+      parity: strategy.parity ?? false,
+    },
+    shape: {
+      contextTokens: L.opts.contextTokens,
+      queryTokens: L.opts.queryTokens,
+      extendRows: L.opts.extendRows,
+      maxNewTokens: L.opts.maxNewTokens,
+      prefillLogits: L.opts.prefillLogits,
+      extendLogits: L.opts.extendLogits,
+    },
+    storage: { weights: L.opts.weights, kv: L.opts.kv },
+    weights: L.weights,
+    kernels: L.kernels,
+    buffers: [...L.buffers.values()],
+    hosts,
+    programs: { prefill, extend },
+  };
+}
+
+type AttentionLowering = (pb: ProgramBuilder, node: Node) => void;
+
+function lowerProgram(L: Lowering, mode: Mode, attention: AttentionLowering): Program {
+  const pb = new ProgramBuilder(L.hosts.length, mode);
+  const g = L.graph;
+  let logits: LogitsOutput[] = [];
+  for (const n of g.nodes) {
+    if (n.op === "attention") attention(pb, n);
+    else if (n.id === g.output) logits = lowerLogits(L, pb, n, mode);
+    else for (const h of L.hosts) lowerPerToken(L, pb, n, h, mode === "prefill" ? h.rows : "t");
+  }
+  return { phases: pb.finish(), logits };
+}
+
+function lowerPerToken(L: Lowering, pb: ProgramBuilder, n: Node, h: HostInfo, rows: Expr): void {
+  const host = h.index;
+  const g = L.graph;
+  const p = L.memory.placements[n.id];
+  if (p.kind === "input" || p.kind === "cache" || n.op === "slice") return;
+  const ws = L.opts.weights;
+  const input = (i: number) => L.at(n.inputs[i], host);
+  const contiguous = (i: number) => {
+    const x = input(i);
+    if (x.offset !== 0 || x.stride !== g.node(n.inputs[i]).cols) {
+      throw new PlanError(`${n.scope}: ${n.op} needs a contiguous input, got a column slice`);
+    }
+    return x.buffer;
+  };
+  const out = L.at(n.id, host);
+  const label = `${n.scope} ${n.op}`;
+  const w = (name: string) => L.weights.find((x) => x.name === name)!.buffer;
+  switch (n.op) {
+    case "embed": {
+      const [vocab, hidden] = g.params.get(n.attrs.weight!)!.shape;
+      const hc = L.hosts[host];
+      L.dispatch(pb, host, "embed", { table: ws }, { rows, hidden, vocab }, {
+        ids: `h${hc.index}.ids`,
+        table: w(n.attrs.weight!),
+        out: out.buffer,
+      }, label);
+      return;
+    }
+    case "rmsnorm":
+      L.dispatch(pb, host, "rmsnorm", { weight: ws }, { rows, cols: n.cols, eps: n.attrs.eps! }, {
+        x: contiguous(0),
+        weight: w(n.attrs.weight!),
+        out: out.buffer,
+      }, label);
+      return;
+    case "linear":
+    case "linear_cat": {
+      const parts = n.op === "linear"
+        ? [{ weight: n.attrs.weight!, bias: n.attrs.bias, cols: n.cols }]
+        : n.attrs.parts!;
+      const K = g.node(n.inputs[0]).cols;
+      let col = 0;
+      for (const part of parts) {
+        const bias = part.bias !== undefined;
+        const spec = { weight: ws, bias, accumulate: !!n.attrs.accumulate, activation: "none" };
+        const bind: Record<string, string> = { a: contiguous(0), b: w(part.weight), c: out.buffer };
+        if (bias) bind.bias = w(part.bias!);
+        const sizes = { M: rows, N: part.cols, K, aOffset: 0, cStride: out.stride, cOffset: col };
+        L.dispatch(pb, host, "matmul", spec, sizes, bind, `${n.scope} ${part.weight}`);
+        col += part.cols;
+      }
+      return;
+    }
+    case "rope": {
+      const x = input(0);
+      const sizes = {
+        rows,
+        heads: n.attrs.heads!,
+        headDim: n.attrs.headDim!,
+        inStride: x.stride,
+        inOffset: x.offset,
+        outRowOffset: 0,
+      };
+      L.dispatch(pb, host, "rope", { rotate: true, out: "f32" }, sizes, {
+        x: x.buffer,
+        positions: `h${host}.pos`,
+        table: L.ropeTable(n),
+        out: out.buffer,
+      }, label);
+      return;
+    }
+    case "silu_mul":
+      L.dispatch(pb, host, "silu_mul", {}, { rows, cols: n.cols }, {
+        a: contiguous(0),
+        b: contiguous(1),
+        out: out.buffer,
+      }, label);
+      return;
+    case "add": {
+      const copy = {
+        rows,
+        cols: n.cols,
+        srcStride: n.cols,
+        srcOffset: 0,
+        dstStride: n.cols,
+        dstOffset: 0,
+      };
+      L.dispatch(pb, host, "copy2d", { elem: "f32" }, copy, {
+        src: contiguous(0),
+        dst: out.buffer,
+      }, `${label} (copy)`);
+      const count = typeof rows === "number" ? rows * n.cols : `(${rows})*${n.cols}`;
+      L.dispatch(pb, host, "add", {}, { count }, { x: out.buffer, y: contiguous(1) }, label);
+      return;
+    }
+    case "mul":
+    case "silu":
+      throw new PlanError(
+        `${n.scope}: ${n.op} on its own has no kernel; write the gated form silu(a).mul(b)`,
+      );
+    default:
+      throw new Error(`internal: no lowering for ${n.op}`);
+  }
+}
+
+function lowerLogits(L: Lowering, pb: ProgramBuilder, n: Node, mode: Mode): LogitsOutput[] {
+  const want = mode === "prefill" ? L.opts.prefillLogits : L.opts.extendLogits;
+  if (want === "none") return [];
+  if (n.op !== "linear" || n.attrs.accumulate) {
+    throw new PlanError(`${n.scope}: the model must end with a linear LM head, not ${n.op}`);
+  }
+  const vocab = n.cols;
+  const K = L.graph.node(n.inputs[0]).cols;
+  const pieces: { host: number; rows: Expr; aOffset: Expr; tokens: LogitsOutput["tokens"] }[] = [];
+  if (mode === "extend") {
+    const host = L.hosts.findIndex((h) => h.appends);
+    pieces.push(
+      want === "all"
+        ? { host, rows: "t", aOffset: 0, tokens: null }
+        : { host, rows: 1, aOffset: "t-1", tokens: null },
+    );
+  } else if (want === "last") {
+    const last = L.opts.contextTokens - 1;
+    for (const h of L.hosts) {
+      for (const s of h.segments) {
+        if (
+          s.keep && s.source.kind === "context" && last >= s.source.start &&
+          last < s.source.start + s.count
+        ) {
+          const row = h.start.get(s.name)! + last - s.source.start;
+          pieces.push({
+            host: h.index,
+            rows: 1,
+            aOffset: row,
+            tokens: [{ token: last, count: 1 }],
+          });
+        }
+      }
+    }
+  } else {
+    for (const h of L.hosts) {
+      const kept = h.segments.filter((s) => s.keep && s.count > 0);
+      if (!kept.length) continue;
+      const tokens = kept.map((s) => ({
+        token: (s.source as { start: number }).start,
+        count: s.count,
+      }));
+      pieces.push({ host: h.index, rows: h.keep[1] - h.keep[0], aOffset: h.keep[0], tokens });
+    }
+  }
+  return pieces.map(({ host, rows, aOffset, tokens }) => {
+    const maxRows = typeof rows === "number" ? rows : L.opts.extendRows;
+    const logits = L.buffer(`h${host}.logits`, host, "f32", maxRows * vocab, "output");
+    const argmax = L.buffer(`h${host}.argmax`, host, "u32", maxRows, "output");
+    const x = L.at(n.inputs[0], host);
+    const spec = { weight: L.opts.weights, bias: false, accumulate: false, activation: "none" };
+    const sizes = { M: rows, N: vocab, K, aOffset, cStride: vocab, cOffset: 0 };
+    const b = L.weights.find((w) => w.name === n.attrs.weight)!.buffer;
+    L.dispatch(pb, host, "matmul", spec, sizes, { a: x.buffer, b, c: logits }, "lm_head");
+    L.dispatch(pb, host, "argmax", {}, { rows, cols: vocab }, { logits, out: argmax }, "argmax");
+    return { host, logits, argmax, rows, tokens };
+  });
+}
+
+function checkShape(o: Required<LowerOptions>): void {
+  const positive = (v: number, what: string, min = 1) => {
+    if (!Number.isInteger(v) || v < min) {
+      throw new PlanError(`${what} must be an integer ≥ ${min}, got ${v}`);
+    }
+  };
+  positive(o.hosts, "hosts");
+  positive(o.contextTokens, "context tokens");
+  positive(o.queryTokens, "query tokens", 0);
+  positive(o.extendRows, "extend rows");
+  positive(o.maxNewTokens, "new-token capacity", 0);
+  if (o.contextTokens < o.hosts) {
+    throw new PlanError(`${o.hosts} hosts need at least ${o.hosts} tokens, got ${o.contextTokens}`);
+  }
+}
+
+function checkConservation(name: string, hosts: HostInfo[], n: number): void {
+  const owner = new Int32Array(n).fill(-1);
+  for (const h of hosts) {
+    for (const s of h.segments) {
+      if (!s.keep) continue;
+      if (s.source.kind !== "context") {
+        throw new PlanError(`${name}: host ${h.index} keeps "${s.name}", which is not context`);
+      }
+      for (let i = s.source.start; i < s.source.start + s.count; i++) {
+        if (i < 0 || i >= n) {
+          throw new PlanError(`${name}: host ${h.index} keeps token ${i} of ${n}`);
+        }
+        if (owner[i] >= 0) {
+          throw new PlanError(`${name}: token ${i} is kept by hosts ${owner[i]} and ${h.index}`);
+        }
+        owner[i] = h.index;
+      }
+    }
+  }
+  const lost = owner.indexOf(-1);
+  if (lost >= 0) throw new PlanError(`${name}: context token ${lost} is kept by no host`);
+}
