@@ -4,5 +4,6 @@
 import * as path from "node:path";
 
 export { parseArgs, styleText } from "node:util";
+export { pathToFileURL } from "node:url";
 export { path };
 export { default as assert } from "node:assert/strict";

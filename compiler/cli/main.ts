@@ -1,0 +1,70 @@
+// The command line: compile, run, plan, demo and bench. Errors a user can cause print one clear
+// message (no stack trace); anything else is a bug and prints everything.
+
+import { ModelError, PlanError } from "../errors.ts";
+import { PlanFormatError } from "../plan.ts";
+import { NoAdapterError } from "../../runtime/device.ts";
+import { OutOfMemoryError } from "../../runtime/memory.ts";
+import { InputError } from "../../runtime/session.ts";
+import { KernelCompileError } from "../../runtime/pipelines.ts";
+import { compileCommand } from "./compile.ts";
+import { UsageError } from "./model_file.ts";
+import { parse } from "./options.ts";
+import { runCommand } from "./run.ts";
+
+const HELP = `usage: deno task <command> ...
+  compile <model.ts> [--out DIR]          write plan.json, kernels/*.wgsl and a typed mod.ts
+  run <model.ts|DIR> [--check]            prefill + greedy decode on the default adapter
+  plan <model.ts> --svg FILE              draw each host's attention blocks and collectives
+  demo                                    the tiny model: dense and APB, checked
+  bench kernels|prefill|quality           benchmarks (see docs/PERFORMANCE.md)
+options:
+  --strategy dense|ring|zigzag|star|ulysses|apb|FILE.ts   --hosts H   --tokens N   --query Q
+  --generate K   --seed S   --anchor N   --passing N[,N...]   --scorer retaining|query|random
+  --query-offset N   --no-query-in-anchor   --parity   --storage f32|f16   --kv f32|f16
+  --device-per-host   --weights DIR   --prompt-file F`;
+
+const EXPECTED = [
+  UsageError,
+  ModelError,
+  PlanError,
+  PlanFormatError,
+  NoAdapterError,
+  OutOfMemoryError,
+  InputError,
+  KernelCompileError,
+];
+
+async function main(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  const { values, positionals } = parse(rest);
+  if (!command || values.help || command === "help") {
+    console.log(HELP);
+    return 0;
+  }
+  switch (command) {
+    case "compile":
+      return await compileCommand(positionals[0], values);
+    case "run":
+      return await runCommand(positionals[0], values);
+    case "plan":
+      return await (await import("./plan.ts")).planCommand(positionals[0], values);
+    case "demo":
+      return await (await import("./demo.ts")).demoCommand(values);
+    case "bench":
+      return await (await import("../../bench/mod.ts")).benchCommand(positionals, values);
+  }
+  throw new UsageError(`unknown command "${command}"\n${HELP}`);
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    if (EXPECTED.some((kind) => e instanceof kind)) {
+      console.error(`error: ${(e as Error).message}`);
+      Deno.exit(2);
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,116 @@
+// Command-line options shared by compile, run, plan and the benchmarks, and their translation
+// into a strategy and lowering options.
+
+import { parseArgs } from "../_deps.ts";
+import type { LowerOptions } from "../lower.ts";
+import { strategyByName } from "../strategies/mod.ts";
+import type { Strategy } from "../strategies/strategy.ts";
+import { loadStrategyFile, UsageError } from "./model_file.ts";
+import type { StorageType } from "../../wgsl/kernel.ts";
+
+/** The option table for node:util parseArgs. */
+export const OPTIONS = {
+  out: { type: "string" },
+  strategy: { type: "string", default: "dense" },
+  hosts: { type: "string" },
+  tokens: { type: "string" },
+  query: { type: "string" },
+  generate: { type: "string" },
+  seed: { type: "string" },
+  check: { type: "boolean", default: false },
+  anchor: { type: "string" },
+  passing: { type: "string" },
+  scorer: { type: "string" },
+  "query-offset": { type: "string" },
+  "no-query-in-anchor": { type: "boolean", default: false },
+  parity: { type: "boolean", default: false },
+  storage: { type: "string" },
+  kv: { type: "string" },
+  "device-per-host": { type: "boolean", default: false },
+  backend: { type: "string" },
+  weights: { type: "string" },
+  "retaining-heads": { type: "string" },
+  "prompt-file": { type: "string" },
+  svg: { type: "string" },
+  json: { type: "string" },
+  lengths: { type: "string" },
+  layers: { type: "string" },
+  model: { type: "string" },
+  eval: { type: "string" },
+  samples: { type: "string" },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+
+/** Parsed options. */
+export type Options = ReturnType<typeof parse>["values"];
+
+/** Parses `args`; unknown options are errors that name the option. */
+export function parse(args: string[]) {
+  try {
+    return parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** An integer option, or `fallback`; rejects junk with a message naming the option. */
+export function int(values: Options, name: keyof Options, fallback: number): number;
+export function int(values: Options, name: keyof Options): number | undefined;
+export function int(values: Options, name: keyof Options, fallback?: number): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  const text = String(raw).toLowerCase().replace(/_/g, "");
+  const m = /^(\d+)(k?)$/.exec(text);
+  if (!m) throw new UsageError(`--${name} must be a whole number (like 4096 or 4k), got "${raw}"`);
+  return Number(m[1]) * (m[2] ? 1024 : 1);
+}
+
+/** The storage type option `name` (f32 or f16). */
+export function storage(values: Options, name: "storage" | "kv"): StorageType | undefined {
+  const v = values[name];
+  if (v === undefined) return undefined;
+  if (v !== "f32" && v !== "f16") throw new UsageError(`--${name} must be f32 or f16, got "${v}"`);
+  return v;
+}
+
+/** The strategy the options name (built in, or a file exporting one). */
+export async function strategyFrom(values: Options): Promise<Strategy> {
+  const passing = values.passing?.includes(",")
+    ? values.passing.split(",").map((p) => int({ passing: p } as Options, "passing")!)
+    : int(values, "passing");
+  const scorer = values.scorer;
+  if (scorer !== undefined && !["retaining", "query", "random"].includes(scorer)) {
+    throw new UsageError(`--scorer must be retaining, query or random, got "${scorer}"`);
+  }
+  const options = {
+    anchor: int(values, "anchor"),
+    passing,
+    scorer: scorer as "retaining" | "query" | "random" | undefined,
+    queryOffset: int(values, "query-offset"),
+    queryInAnchor: values["no-query-in-anchor"] ? false : undefined,
+    parity: values.parity || undefined,
+    seed: int(values, "seed"),
+  };
+  const clean = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  const name = values.strategy ?? "dense";
+  if (name.endsWith(".ts") || name.includes("/")) return await loadStrategyFile(name, clean);
+  return strategyByName(name, clean);
+}
+
+/** Lowering options from the command line. */
+export function lowerOptionsFrom(values: Options, defaults: { tokens: number }): LowerOptions {
+  const query = int(values, "query", 0);
+  const generate = int(values, "generate", 8);
+  const options: LowerOptions = {
+    hosts: int(values, "hosts", 1),
+    contextTokens: int(values, "tokens", defaults.tokens),
+    queryTokens: query,
+    extendRows: Math.max(query, 1),
+    maxNewTokens: query + generate,
+  };
+  const weights = storage(values, "storage");
+  const kv = storage(values, "kv");
+  if (weights) options.weights = weights;
+  if (kv) options.kv = kv;
+  return options;
+}
