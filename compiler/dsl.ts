@@ -1,6 +1,7 @@
 // The model DSL: a user's forward function runs once on symbolic tensors and records a Graph.
 
 import { type ModelConfig, type RopeConfig, validateConfig } from "./config.ts";
+import { ModelError } from "./errors.ts";
 import { type Attrs, Graph, type Op, type ParamInit } from "./graph.ts";
 
 /** A symbolic tensor of shape [T, cols]: what DSL calls take and return. */
@@ -167,5 +168,21 @@ export function defineModel(
   const graph = new Graph(config.name);
   const builder = new ModelBuilder(graph);
   graph.output = forward(builder).id;
+  checkVocab(config, graph);
   return { config, graph };
+}
+
+function checkVocab(config: ModelConfig, graph: Graph): void {
+  const vocab = config.vocabSize;
+  for (const n of graph.nodes) {
+    if (n.op !== "embed") continue;
+    const rows = graph.params.get(n.attrs.weight!)!.shape[0];
+    if (rows !== vocab) {
+      throw new ModelError(n.scope, n.attrs.weight!, `has ${rows} rows but vocabSize is ${vocab}`);
+    }
+  }
+  const out = graph.node(graph.output);
+  if (out.cols !== vocab) {
+    throw new ModelError(out.scope, "logits", `width ${out.cols} differs from vocabSize ${vocab}`);
+  }
 }

@@ -126,7 +126,11 @@ export class Lowering {
   ): string {
     const b = this.buffers.get(id);
     if (b) b.elements = Math.max(b.elements, elements);
-    else this.buffers.set(id, { id, host, elem, elements: Math.max(1, elements), role, fill });
+    else {
+      const decl: BufferDecl = { id, host, elem, elements: Math.max(1, elements), role };
+      if (fill) decl.fill = fill;
+      this.buffers.set(id, decl);
+    }
     return id;
   }
 

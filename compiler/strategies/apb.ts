@@ -153,9 +153,11 @@ function check(
   if (!["retaining", "query", "random"].includes(scorer)) {
     throw new PlanError(`apb: scorer "${scorer}" is unknown; use retaining, query or random`);
   }
-  if (anchor < 0 || (hosts > 1 && anchor >= block)) {
+  // l_a = b is allowed only with nothing passed from host 0 (Star Attention as a special case);
+  // the passing check below refuses it otherwise.
+  if (anchor < 0 || (hosts > 1 && anchor > block)) {
     throw new PlanError(
-      `apb: anchor length ${anchor} must be smaller than the block (${block} tokens per host)`,
+      `apb: anchor length ${anchor} must not exceed the block (${block} tokens per host)`,
     );
   }
   for (let h = 0; h < hosts - 1; h++) {

@@ -1,0 +1,59 @@
+// Plans survive JSON, are validated on load, and refuse other format versions with a message.
+
+import { assert } from "../../compiler/_deps.ts";
+import { lower } from "../../compiler/lower.ts";
+import { evalExpr, PLAN_VERSION, PlanFormatError, validatePlan } from "../../compiler/plan.ts";
+import { emitPlan } from "../../compiler/emit.ts";
+import { strategyByName } from "../../compiler/strategies/mod.ts";
+import { readPlanDir } from "../../runtime/load.ts";
+import tiny from "../../examples/tiny.ts";
+
+const plan = () =>
+  lower(tiny, strategyByName("apb", { anchor: 4, passing: 2 }), {
+    hosts: 4,
+    contextTokens: 48,
+    queryTokens: 3,
+  });
+
+Deno.test("a plan round-trips through JSON unchanged", () => {
+  const p = plan();
+  const back = validatePlan(JSON.parse(JSON.stringify(p)));
+  assert.deepEqual(back, p);
+});
+
+Deno.test("other versions and broken plans are refused with a message", () => {
+  const p = plan();
+  assert.throws(
+    () => validatePlan({ ...p, version: PLAN_VERSION + 1 }),
+    (e) => e instanceof PlanFormatError && /version 2 is not supported.*recompile/.test(e.message),
+  );
+  assert.throws(() => validatePlan({ hello: 1 }), /not a plan file/);
+  const broken = structuredClone(p);
+  broken.programs.prefill.phases[0].steps[0][0].bind.a = "nowhere";
+  assert.throws(() => validatePlan(broken), /no buffer nowhere/);
+  const missingKernel = structuredClone(p);
+  missingKernel.programs.prefill.phases[0].steps[0][0].kernel = "ghost";
+  assert.throws(() => validatePlan(missingKernel), /no kernel ghost/);
+});
+
+Deno.test("compile output: plan.json, kernels and typed binding, read back intact", async () => {
+  const dir = await Deno.makeTempDir();
+  const p = plan();
+  await emitPlan(p, dir, "examples/tiny.ts");
+  const { plan: back, kernelCode } = await readPlanDir(dir);
+  assert.deepEqual(back, p);
+  assert.equal(Object.keys(kernelCode).length, Object.keys(p.kernels).length);
+  const binding = await Deno.readTextFile(`${dir}/mod.ts`);
+  assert.match(binding, /export interface TinySession/);
+  assert.match(binding, /prefill\(context: ArrayLike<number>, query: ArrayLike<number>/);
+  assert.match(binding, /"contextTokens": 48/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("size expressions evaluate run-time variables and reject junk", () => {
+  assert.equal(evalExpr("past+t", { past: 5, t: 3 }), 8);
+  assert.equal(evalExpr("12-t", { t: 3 }), 9);
+  assert.equal(evalExpr("(t-1)*4", { t: 3 }), 8);
+  assert.throws(() => evalExpr("t/2", { t: 3 }), /trailing/);
+  assert.throws(() => evalExpr("x", {}), /unknown variable x/);
+});
