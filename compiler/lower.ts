@@ -26,7 +26,7 @@ import { ProgramBuilder } from "./program.ts";
 import type { Segment, Strategy } from "./strategies/strategy.ts";
 import { lowerAttentionExtend, lowerAttentionPrefill, resolveTasks } from "./lower_attention.ts";
 import { kernelFamily } from "../wgsl/mod.ts";
-import type { ElementType, StorageType } from "../wgsl/kernel.ts";
+import type { BindingSpec, ElementType, StorageType } from "../wgsl/kernel.ts";
 
 /** The shape and storage a plan is lowered for. */
 export interface LowerOptions {
@@ -151,7 +151,9 @@ export class Lowering {
     bind: Record<string, string>,
     label: string,
   ): void {
-    pb.step(host, { kernel: this.kernel(family, spec), sizes, bind, label });
+    const kernel = this.kernel(family, spec);
+    checkAliasing(kernelFamily(family).generate(spec).bindings, bind, label);
+    pb.step(host, { kernel, sizes, bind, label });
   }
 
   /** Buffer, element offset and row stride of node `id` on `host`. */
@@ -470,6 +472,18 @@ function lowerLogits(L: Lowering, pb: ProgramBuilder, n: Node, mode: Mode): Logi
     L.dispatch(pb, host, "argmax", {}, { rows, cols: vocab }, { logits, out: argmax }, "argmax");
     return { host, logits, argmax, rows, tokens };
   });
+}
+
+/** WebGPU forbids binding one buffer as writable and as anything else in the same dispatch. */
+function checkAliasing(bindings: BindingSpec[], bind: Record<string, string>, label: string): void {
+  for (const w of bindings) {
+    if (w.access !== "read_write") continue;
+    for (const other of bindings) {
+      if (other !== w && bind[other.name] !== undefined && bind[other.name] === bind[w.name]) {
+        throw new Error(`internal: ${label} binds ${bind[w.name]} as ${w.name} and ${other.name}`);
+      }
+    }
+  }
 }
 
 function checkShape(o: Required<LowerOptions>): void {

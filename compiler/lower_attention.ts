@@ -747,7 +747,8 @@ function emptyFill(
     { headDim: c.headDim, kv: L.opts.kv, accumulate: false },
     sizes,
     {
-      q: out,
+      // Never read (no segments), but it must be another buffer than out to be bound.
+      q: L.at(node.inputs[0], host).buffer,
       k0: cache.k,
       v0: cache.v,
       k1: cache.k,

@@ -295,6 +295,7 @@ class GpuExecutor implements Executor {
       (t) => evalExpr(t.rows, vars) * t.cols * bytesPer(t.elem),
     );
     const timestamps = this.#timestampSets(prepared);
+    for (const d of this.devices) d.pushErrorScope("validation");
     if (this.devices.length === 1) {
       const encoder = this.devices[0].createCommandEncoder();
       prepared.phases.forEach((phase, p) => {
@@ -311,6 +312,12 @@ class GpuExecutor implements Executor {
           this.#encodePass(encoder, ops, vars, timestamps, p, host);
           device.queue.submit([encoder.finish()]);
         });
+      }
+    }
+    for (const d of this.devices) {
+      const error = await d.popErrorScope();
+      if (error) {
+        throw new Error(`internal: the device rejected the ${name} program: ${error.message}`);
       }
     }
     const [logits, times] = await Promise.all([

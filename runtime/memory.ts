@@ -24,31 +24,36 @@ export interface HostMemory {
   total: number;
 }
 
-/** The memory each host needs; `shared` says whether weights are shared by all hosts (one device). */
-export function memoryByHost(plan: Plan): { hosts: HostMemory[]; shared: number } {
+/**
+ * The memory each host needs, and `shared`: the buffers no host owns (weights and tables), of which
+ * `weights` are the weights.
+ */
+export function memoryByHost(plan: Plan): { hosts: HostMemory[]; shared: number; weights: number } {
   let shared = 0;
+  let weights = 0;
   const hosts: HostMemory[] = plan.hosts.map((_, host) => ({ host, byRole: {}, total: 0 }));
   for (const b of plan.buffers) {
     const bytes = bufferBytes(b);
     if (b.host === null) {
       shared += bytes;
+      if (b.role === "weight") weights += bytes;
       continue;
     }
     const h = hosts[b.host];
     h.byRole[b.role] = (h.byRole[b.role] ?? 0) + bytes;
     h.total += bytes;
   }
-  return { hosts, shared };
+  return { hosts, shared, weights };
 }
 
 /** A short table of the memory plan. */
 export function formatMemory(plan: Plan, devicePerHost: boolean): string {
-  const { hosts, shared } = memoryByHost(plan);
+  const { hosts, shared, weights } = memoryByHost(plan);
   const roles = [...new Set(hosts.flatMap((h) => Object.keys(h.byRole)))].sort();
   const lines = [
-    `memory: weights and tables ${fmtBytes(shared)}${
-      devicePerHost ? " on every device" : " (shared)"
-    }`,
+    `memory: weights ${fmtBytes(weights)} (${plan.storage.weights}), tables ${
+      fmtBytes(shared - weights)
+    }${devicePerHost ? ", on every device" : ", shared by all hosts"}`,
     `  host  ${roles.map((r) => r.padStart(11)).join("")}      total`,
   ];
   for (const h of hosts) {
@@ -68,13 +73,15 @@ export function checkLimits(plan: Plan, limits: GPUSupportedLimits): void {
     if (bytes <= cap) continue;
     const weight = plan.weights.find((w) => w.buffer === b.id);
     const what = weight ? `weight ${weight.name}` : `buffer ${b.id} (${b.role})`;
+    // Already-f16 weights have no smaller storage to fall back to until weights can be split.
+    const fix = !weight
+      ? "use fewer tokens per host (more hosts) or f16 KV (--kv f16)"
+      : plan.storage.weights === "f32"
+      ? "store weights as f16 (--storage f16)"
+      : "splitting one weight over several bindings is not supported yet";
     throw new OutOfMemoryError(
       `${what} needs ${fmtBytes(bytes)} but one binding on this device holds at most ` +
-        `${fmtBytes(cap)}; ${
-          weight
-            ? "store weights as f16 (--storage f16)"
-            : "use fewer tokens per host (more hosts) or f16 KV (--kv f16)"
-        }`,
+        `${fmtBytes(cap)}; ${fix}`,
     );
   }
 }
