@@ -6,6 +6,7 @@ import { PlanFormatError } from "../plan.ts";
 import { NoAdapterError } from "../../runtime/device.ts";
 import { OutOfMemoryError } from "../../runtime/memory.ts";
 import { InputError } from "../../runtime/session.ts";
+import { CheckpointError } from "../../runtime/safetensors.ts";
 import { KernelCompileError } from "../../runtime/pipelines.ts";
 import { compileCommand } from "./compile.ts";
 import { UsageError } from "./model_file.ts";
@@ -15,6 +16,8 @@ import { runCommand } from "./run.ts";
 const HELP = `usage: deno task <command> ...
   compile <model.ts> [--out DIR]          write plan.json, kernels/*.wgsl and a typed mod.ts
   run <model.ts|DIR> [--check]            prefill + greedy decode on the default adapter
+  run --weights CKPT [model.ts|DIR]       the same with a Hugging Face checkpoint's weights (model
+                                          from its config.json unless a model file is given)
   plan <model.ts> --svg FILE              draw each host's attention blocks and collectives
   demo                                    the tiny model: dense and APB, checked
   bench kernels|prefill|quality           benchmarks (see docs/PERFORMANCE.md)
@@ -22,7 +25,8 @@ options:
   --strategy dense|ring|zigzag|star|ulysses|apb|FILE.ts   --hosts H   --tokens N   --query Q
   --generate K   --seed S   --anchor N   --passing N[,N...]   --scorer retaining|query|random
   --query-offset N   --no-query-in-anchor   --parity   --storage f32|f16   --kv f32|f16
-  --device-per-host   --weights DIR   --prompt-file F`;
+  --device-per-host   --weights DIR   --retaining-heads PATH (APB)
+  --prompt-file F (text through the checkpoint's tokenizer; the last --query tokens are the query)`;
 
 const EXPECTED = [
   UsageError,
@@ -33,6 +37,7 @@ const EXPECTED = [
   OutOfMemoryError,
   InputError,
   KernelCompileError,
+  CheckpointError,
 ];
 
 async function main(args: string[]): Promise<number> {

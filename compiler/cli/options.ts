@@ -73,8 +73,14 @@ export function storage(values: Options, name: "storage" | "kv"): StorageType | 
   return v;
 }
 
-/** The strategy the options name (built in, or a file exporting one). */
-export async function strategyFrom(values: Options): Promise<Strategy> {
+/**
+ * The strategy the options name (built in, or a file exporting one). `known` holds what the run
+ * learned elsewhere, such as the retaining heads' width from their checkpoint.
+ */
+export async function strategyFrom(
+  values: Options,
+  known: { retainingHidden?: number } = {},
+): Promise<Strategy> {
   const passing = values.passing?.includes(",")
     ? values.passing.split(",").map((p) => int({ passing: p } as Options, "passing")!)
     : int(values, "passing");
@@ -90,6 +96,7 @@ export async function strategyFrom(values: Options): Promise<Strategy> {
     queryInAnchor: values["no-query-in-anchor"] ? false : undefined,
     parity: values.parity || undefined,
     seed: int(values, "seed"),
+    retainingHidden: known.retainingHidden,
   };
   const clean = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
   const name = values.strategy ?? "dense";
