@@ -39,3 +39,20 @@ export { type Generation, InputError, Session, type SessionOptions } from "./run
 export { openPlanSession, readPlanDir } from "./runtime/load.ts";
 export { criticalPath, NVLINK, PCIE } from "./runtime/timing.ts";
 export type { Link, PhaseTiming, RunTiming } from "./runtime/timing.ts";
+export {
+  Checkpoint,
+  CheckpointError,
+  openCheckpoint,
+  openRetainingHeads,
+  RetainingHeads,
+  TensorStore,
+} from "./runtime/checkpoint.ts";
+export type {
+  CheckpointTensorInfo,
+  NonFiniteReport,
+  ReadOptions,
+  RetainingHeadShapes,
+  SafetensorsDtype,
+} from "./runtime/checkpoint.ts";
+export { checkpointWeights } from "./runtime/weights.ts";
+export type { CheckpointWeightsOptions, CheckpointWeightSource } from "./runtime/weights.ts";
