@@ -2,7 +2,8 @@
 // q/k/v biases in bf16 and tied embeddings, a sharded one with an index) are compiled with lower(),
 // loaded by checkpointWeights and run on the GPU and the float64 CPU executor; prefill and decode
 // logits must match an independent float64 forward written from the Hugging Face equations. Then the
-// errors a bad checkpoint gives, f16 storage, and APB retaining heads loaded or seeded.
+// errors a bad checkpoint gives, f16 storage, APB retaining heads loaded or seeded, and a weight too
+// large for one binding.
 
 import { assert } from "../../compiler/_deps.ts";
 import { maxRelativeError } from "../../compiler/cli/compare.ts";
@@ -14,7 +15,7 @@ import { dense } from "../../compiler/strategies/dense.ts";
 import type { Strategy } from "../../compiler/strategies/strategy.ts";
 import { CheckpointError, openCheckpoint, openRetainingHeads } from "../../runtime/checkpoint.ts";
 import type { RunResult } from "../../runtime/executor.ts";
-import { memoryByHost } from "../../runtime/memory.ts";
+import { checkLimits, memoryByHost } from "../../runtime/memory.ts";
 import { Session } from "../../runtime/session.ts";
 import { writeSafetensors } from "../../runtime/safetensors.ts";
 import { checkpointWeights, type CheckpointWeightSource } from "../../runtime/weights.ts";
@@ -352,5 +353,21 @@ Deno.test("APB retaining heads: from their own file, or seeded with one note", a
     } finally {
       checkpoint.close();
     }
+  });
+});
+
+Deno.test("a weight larger than one binding fails before allocation, naming the weight", () => {
+  // The embedding (96 × 32) is the largest buffer: 12 KiB in f32, 6 KiB in f16.
+  const limits = (bytes: number) =>
+    ({ maxStorageBufferBindingSize: bytes, maxBufferSize: 2 ** 30 }) as GPUSupportedLimits;
+  assert.throws(() => checkLimits(planFor(TINY_LLAMA, "f32"), limits(8192)), {
+    name: "OutOfMemoryError",
+    message: "weight model.embed_tokens.weight needs 12.0 KiB but one binding on this device " +
+      "holds at most 8.0 KiB; store weights as f16 (--storage f16)",
+  });
+  assert.throws(() => checkLimits(planFor(TINY_LLAMA, "f16"), limits(4096)), {
+    name: "OutOfMemoryError",
+    message: "weight model.embed_tokens.weight needs 6.0 KiB but one binding on this device " +
+      "holds at most 4.0 KiB; splitting one weight over several bindings is not supported yet",
   });
 });
