@@ -42,7 +42,9 @@ export function syntheticTokens(count: number, vocab: number, seed: number, offs
 interface Sources {
   /** The checkpoint directory, as given. */
   dir?: string;
+  /** Its tensors and config.json. */
   checkpoint?: Checkpoint;
+  /** APB retaining heads, wherever they were. */
   heads?: RetainingHeads;
 }
 
@@ -82,7 +84,7 @@ export async function runCommand(target: string | undefined, values: Options): P
   }
 }
 
-async function run(target: string | undefined, values: Options, sources: Sources) {
+async function run(target: string | undefined, values: Options, sources: Sources): Promise<number> {
   const prompt = await readPrompt(values, sources.dir);
   const plan = await planFor(target, values, sources, prompt);
   const seed = int(values, "seed", 0);
