@@ -114,16 +114,16 @@ export function resolveTasks(L: Lowering): TaskSet {
         q.owner === executor && (i === 0 || q.row === queries[i - 1].row + queries[i - 1].count)
       );
       const direct = allHeads && contiguous && qRows > 0;
-      const kv: KvPart[] = [];
+      const resolved = task.kv
+        .map((entry) => resolveKv(L, entry, executor, allHeads, selections, where))
+        .filter((p): p is KvPart => p !== null && p.count > 0);
+      // Keys no query row can see (zigzag's later chunks) are neither sent nor read.
+      const kv = resolved.filter((p) => maskSegments(queries, [p], where).length > 0);
       let recvRows = 0;
-      for (const entry of task.kv) {
-        const part = resolveKv(L, entry, executor, allHeads, selections, where);
-        if (!part || part.count === 0) continue;
-        if (part.src === 0) {
-          part.start = recvRows;
-          recvRows += part.count;
-        }
-        kv.push(part);
+      for (const part of kv) {
+        if (part.src !== 0) continue;
+        part.start = recvRows;
+        recvRows += part.count;
       }
       const segments = coalesce(maskSegments(queries, kv, where));
       if (segments.length > MAX_SEGMENTS) {
@@ -279,11 +279,14 @@ function coalesce(segments: Positioned[]): KernelSegment[] {
   const out: Positioned[] = [];
   for (const s of segments) {
     const p = out[out.length - 1];
-    const adjacent = p && p.qStart === s.qStart && p.qEnd === s.qEnd && p.src === s.src &&
-      (p.kvStart as number) + (p.kvCount as number) === s.kvStart && p.position !== null &&
-      s.position !== null && p.position + (p.kvCount as number) === s.position &&
-      !(p.causal === 1 && s.causal === 0);
-    if (!adjacent) {
+    const sameRows = p && p.qStart === s.qStart && p.qEnd === s.qEnd && p.src === s.src &&
+      (p.kvStart as number) + (p.kvCount as number) === s.kvStart;
+    // Two full ranges always merge (passing rows of several hosts have no positions); a causal
+    // range merges only when positions continue, so one diagonal describes both.
+    const bothFull = p?.causal === 0 && s.causal === 0;
+    const contiguous = p?.position !== null && s.position !== null &&
+      p?.position + (p?.kvCount as number) === s.position && !(p?.causal === 1 && s.causal === 0);
+    if (!sameRows || !(bothFull || contiguous)) {
       out.push({ ...s });
       continue;
     }
@@ -291,6 +294,7 @@ function coalesce(segments: Positioned[]): KernelSegment[] {
       p.causal = 1;
       p.diag = (s.diag as number) + (p.kvCount as number);
     }
+    if (bothFull && !contiguous) p.position = null;
     p.kvCount = (p.kvCount as number) + (s.kvCount as number);
   }
   return out.map(({ position: _, ...s }) => s);

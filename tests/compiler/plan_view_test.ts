@@ -97,11 +97,10 @@ Deno.test("ring: host h reads host h − s's block at step s", () => {
   assert.deepEqual(v.collectives.map((c) => c.arrows.length), [3, 2, 1]);
 });
 
-Deno.test("zigzag: chunks that arrive but are all masked stay visible as key sources", () => {
+Deno.test("zigzag: chunks no local query can see are neither sent nor drawn", () => {
   const host1 = view("zigzag", 4).attention[1];
-  const back0 = host1.cols.find((c) => c.host === 0 && c.segment === "back")!;
-  assert.deepEqual(back0.steps, []);
-  assert.ok(host1.blocks.every((b) => host1.cols[b.col] !== back0));
+  assert.equal(host1.cols.find((c) => c.host === 0 && c.segment === "back"), undefined);
+  assert.ok(host1.cols.some((c) => c.host === 0 && c.segment === "front"));
 });
 
 Deno.test("padding rows are attended by nothing and are no key source", () => {
