@@ -24,7 +24,13 @@ import {
 } from "./plan.ts";
 import { ProgramBuilder } from "./program.ts";
 import type { Segment, Strategy } from "./strategies/strategy.ts";
-import { lowerAttentionExtend, lowerAttentionPrefill, resolveTasks } from "./lower_attention.ts";
+import {
+  attentionPrologue,
+  lowerAttentionExtend,
+  lowerAttentionPrefill,
+  resolveTasks,
+  type TaskSet,
+} from "./lower_attention.ts";
 import { kernelFamily } from "../wgsl/mod.ts";
 import type { BindingSpec, ElementType, StorageType } from "../wgsl/kernel.ts";
 
@@ -48,7 +54,26 @@ export interface LowerOptions {
   weights?: StorageType;
   /** Storage type of the KV cache (default f32). */
   kv?: StorageType;
+  /**
+   * Rows a host processes at once outside attention (default: as many as keep the widest
+   * activation within 128 MiB, at least the extend rows). Bounds activation memory and binding
+   * sizes for long contexts; results do not depend on it.
+   */
+  chunkRows?: number;
 }
+
+/** A run of a host's rows processed together outside attention. */
+export interface Chunk {
+  /** Index; persistent tensors have one buffer per chunk. */
+  index: number;
+  /** First local row. */
+  start: number;
+  /** Rows (an expression in extend). */
+  rows: Expr;
+}
+
+// 128 MiB: within every adapter's binding limit (the spec default), large enough for full GEMMs.
+const CHUNK_BYTES = 128 * 2 ** 20;
 
 /** What the lowering of one host knows. */
 export interface HostInfo {
@@ -66,8 +91,10 @@ export interface HostInfo {
   appends: boolean;
   /** Rows of each layer's cache. */
   cacheRows: number;
-  /** Rows of activation buffers (prefill or extend, whichever is larger). */
-  maxRows: number;
+  /** Its prefill chunks. */
+  chunks: Chunk[];
+  /** Rows of its largest chunk in either program: what chunk buffers hold. */
+  chunkCap: number;
 }
 
 /** Which program is being lowered. */
@@ -82,6 +109,10 @@ export class Lowering {
   readonly kernels: Record<string, KernelDecl> = {};
   readonly weights: WeightDecl[] = [];
   readonly opts: Required<LowerOptions>;
+  /** Rows per chunk. */
+  readonly chunkRows: number;
+  /** The strategy's tasks, resolved (set before the programs are lowered). */
+  tasks!: TaskSet;
   #ropeTables = new Map<string, string>();
 
   /** @param model the model @param strategy the strategy @param options shape and storage */
@@ -97,10 +128,14 @@ export class Lowering {
       extendLogits: options.extendLogits ?? "last",
       weights: options.weights ?? "f32",
       kv: options.kv ?? "f32",
+      chunkRows: options.chunkRows ?? 0,
     };
     checkShape(this.opts);
     this.graph = fuse(verify(model.graph));
     this.memory = planMemory(this.graph);
+    const widest = Math.max(1, ...this.memory.local, ...this.memory.persistent);
+    const auto = 2 ** Math.floor(Math.log2(Math.max(1, CHUNK_BYTES / (4 * widest))));
+    this.chunkRows = Math.max(this.opts.chunkRows || auto, this.opts.extendRows);
     const plans = strategy.plan({
       hosts: this.opts.hosts,
       contextTokens: this.opts.contextTokens,
@@ -156,14 +191,28 @@ export class Lowering {
     pb.step(host, { kernel, sizes, bind, label });
   }
 
-  /** Buffer, element offset and row stride of node `id` on `host`. */
-  at(id: number, host: number): { buffer: string; offset: number; stride: number } {
+  /**
+   * Buffer, element offset and row stride of node `id` on `host` for chunk `chunk`: persistent
+   * tensors have a buffer per chunk, chunk-local ones share one. Rows start at 0 in either.
+   */
+  at(id: number, host: number, chunk: number): { buffer: string; offset: number; stride: number } {
     const p = this.memory.placements[id];
     if (p.kind !== "slot") throw new Error(`internal: node %${id} has no slot (${p.kind})`);
-    const h = this.hosts[host];
-    const elements = this.memory.slots[p.slot] * h.maxRows;
-    const buffer = this.buffer(`h${host}.s${p.slot}`, host, "f32", elements, "activation");
+    const width = p.persistent ? this.memory.persistent[p.slot] : this.memory.local[p.slot];
+    const id_ = p.persistent ? `h${host}.p${p.slot}.c${chunk}` : `h${host}.s${p.slot}`;
+    const buffer = this.buffer(id_, host, "f32", width * this.hosts[host].chunkCap, "activation");
     return { buffer, offset: p.offset, stride: p.stride };
+  }
+
+  /** The chunk holding local row `row` of a host, and the row inside it. */
+  chunkOf(row: number): { chunk: number; row: number } {
+    const chunk = Math.floor(row / this.chunkRows);
+    return { chunk, row: row - chunk * this.chunkRows };
+  }
+
+  /** The chunks a program processes on `h`. */
+  chunks(h: HostInfo, mode: Mode): Chunk[] {
+    return mode === "prefill" ? h.chunks : [{ index: 0, start: 0, rows: "t" }];
   }
 
   /** The KV cache buffer of `layer` on `host`. */
@@ -195,10 +244,16 @@ export class Lowering {
     return this.#weight(name, shape, { scale, bias: 0 }, source);
   }
 
-  /** Per-host scratch for attention's log-sum-exp. */
+  /** Per-host scratch for attention's log-sum-exp (one chunk of rows, the most one dispatch writes). */
   lseScratch(host: number): string {
     const c = this.model.config;
-    return this.buffer(`h${host}.lse`, host, "f32", this.hosts[host].maxRows * c.heads, "exchange");
+    return this.buffer(
+      `h${host}.lse`,
+      host,
+      "f32",
+      this.hosts[host].chunkCap * c.heads,
+      "exchange",
+    );
   }
 
   #weight(name: string, shape: number[], init: WeightDecl["init"], source: WeightDecl["source"]) {
@@ -234,24 +289,21 @@ export class Lowering {
     }
     const appends = index === this.opts.hosts - 1;
     const cacheRows = Math.max(rows, keepEnd + (appends ? this.opts.maxNewTokens : 0));
-    const maxRows = Math.max(rows, this.opts.extendRows);
-    return {
-      index,
-      segments,
-      start,
-      rows,
-      keep: [keepStart, keepEnd],
-      appends,
-      cacheRows,
-      maxRows,
-    };
+    const chunks = Array.from({ length: Math.ceil(rows / this.chunkRows) }, (_, i): Chunk => ({
+      index: i,
+      start: i * this.chunkRows,
+      rows: Math.min(this.chunkRows, rows - i * this.chunkRows),
+    }));
+    const chunkCap = Math.min(this.chunkRows, Math.max(rows, this.opts.extendRows));
+    const keep: [number, number] = [keepStart, keepEnd];
+    return { index, segments, start, rows, keep, appends, cacheRows, chunks, chunkCap };
   }
 }
 
 /** Lowers `model` with `strategy` to a plan. */
 export function lower(model: ModelDefinition, strategy: Strategy, options: LowerOptions): Plan {
   const L = new Lowering(model, strategy, options);
-  const tasks = resolveTasks(L);
+  const tasks = L.tasks = resolveTasks(L);
   const prefill = lowerProgram(L, "prefill", (pb, n) => lowerAttentionPrefill(L, pb, n, tasks));
   const extend = lowerProgram(L, "extend", (pb, n) => lowerAttentionExtend(L, pb, n));
   const hosts: HostDecl[] = L.hosts.map((h) => ({
@@ -260,8 +312,14 @@ export function lower(model: ModelDefinition, strategy: Strategy, options: Lower
     keep: h.keep,
     appends: h.appends,
     appendCapacity: h.cacheRows - h.keep[1],
-    ids: L.buffer(`h${h.index}.ids`, h.index, "u32", h.maxRows, "input"),
-    positions: L.buffer(`h${h.index}.pos`, h.index, "u32", h.maxRows, "input"),
+    ids: L.buffer(`h${h.index}.ids`, h.index, "u32", Math.max(h.rows, L.opts.extendRows), "input"),
+    positions: L.buffer(
+      `h${h.index}.pos`,
+      h.index,
+      "u32",
+      Math.max(h.rows, L.opts.extendRows),
+      "input",
+    ),
   }));
   return {
     format: PLAN_FORMAT,
@@ -286,6 +344,7 @@ export function lower(model: ModelDefinition, strategy: Strategy, options: Lower
       maxNewTokens: L.opts.maxNewTokens,
       prefillLogits: L.opts.prefillLogits,
       extendLogits: L.opts.extendLogits,
+      chunkRows: L.chunkRows,
     },
     storage: { weights: L.opts.weights, kv: L.opts.kv },
     weights: L.weights,
@@ -298,25 +357,56 @@ export function lower(model: ModelDefinition, strategy: Strategy, options: Lower
 
 type AttentionLowering = (pb: ProgramBuilder, node: Node) => void;
 
+/**
+ * Lowers one program. Nodes between two attentions are row-independent, so each host runs them
+ * chunk by chunk (all of them for chunk 0, then chunk 1, ...), and the attention's per-chunk
+ * prologue (K/V into the cache, compressor scores) with them; the attention itself follows.
+ */
 function lowerProgram(L: Lowering, mode: Mode, attention: AttentionLowering): Program {
   const pb = new ProgramBuilder(L.hosts.length, mode);
   const g = L.graph;
-  let logits: LogitsOutput[] = [];
+  const logits = new LogitsLowering(L, mode, g.node(g.output));
+  let run: Node[] = [];
   for (const n of g.nodes) {
-    if (n.op === "attention") attention(pb, n);
-    else if (n.id === g.output) logits = lowerLogits(L, pb, n, mode);
-    else for (const h of L.hosts) lowerPerToken(L, pb, n, h, mode === "prefill" ? h.rows : "t");
+    if (n.op !== "attention") {
+      run.push(n);
+      continue;
+    }
+    lowerRun(L, pb, run, n, mode, logits);
+    attention(pb, n);
+    run = [];
   }
-  return { phases: pb.finish(), logits };
+  lowerRun(L, pb, run, null, mode, logits);
+  return { phases: pb.finish(), logits: logits.finish(pb) };
 }
 
-function lowerPerToken(L: Lowering, pb: ProgramBuilder, n: Node, h: HostInfo, rows: Expr): void {
+function lowerRun(
+  L: Lowering,
+  pb: ProgramBuilder,
+  run: Node[],
+  attention: Node | null,
+  mode: Mode,
+  logits: LogitsLowering,
+): void {
+  for (const h of L.hosts) {
+    for (const chunk of L.chunks(h, mode)) {
+      for (const n of run) {
+        if (n.id === L.graph.output) logits.chunk(pb, h, chunk);
+        else lowerPerToken(L, pb, n, h, chunk);
+      }
+      if (attention) attentionPrologue(L, pb, attention, h, chunk, mode);
+    }
+  }
+}
+
+function lowerPerToken(L: Lowering, pb: ProgramBuilder, n: Node, h: HostInfo, chunk: Chunk): void {
   const host = h.index;
   const g = L.graph;
   const p = L.memory.placements[n.id];
   if (p.kind === "input" || p.kind === "cache" || n.op === "slice") return;
+  const rows = chunk.rows;
   const ws = L.opts.weights;
-  const input = (i: number) => L.at(n.inputs[i], host);
+  const input = (i: number) => L.at(n.inputs[i], host, chunk.index);
   const contiguous = (i: number) => {
     const x = input(i);
     if (x.offset !== 0 || x.stride !== g.node(n.inputs[i]).cols) {
@@ -324,18 +414,26 @@ function lowerPerToken(L: Lowering, pb: ProgramBuilder, n: Node, h: HostInfo, ro
     }
     return x.buffer;
   };
-  const out = L.at(n.id, host);
+  const out = L.at(n.id, host, chunk.index);
   const label = `${n.scope} ${n.op}`;
   const w = (name: string) => L.weights.find((x) => x.name === name)!.buffer;
   switch (n.op) {
     case "embed": {
       const [vocab, hidden] = g.params.get(n.attrs.weight!)!.shape;
-      const hc = L.hosts[host];
-      L.dispatch(pb, host, "embed", { table: ws }, { rows, hidden, vocab }, {
-        ids: `h${hc.index}.ids`,
-        table: w(n.attrs.weight!),
-        out: out.buffer,
-      }, label);
+      L.dispatch(
+        pb,
+        host,
+        "embed",
+        { table: ws },
+        {
+          rows,
+          hidden,
+          vocab,
+          idsOffset: chunk.start,
+        },
+        { ids: `h${host}.ids`, table: w(n.attrs.weight!), out: out.buffer },
+        label,
+      );
       return;
     }
     case "rmsnorm":
@@ -365,15 +463,15 @@ function lowerPerToken(L: Lowering, pb: ProgramBuilder, n: Node, h: HostInfo, ro
     }
     case "rope": {
       const x = input(0);
-      const sizes = {
+      L.dispatch(pb, host, "rope", { rotate: true, out: "f32" }, {
         rows,
         heads: n.attrs.heads!,
         headDim: n.attrs.headDim!,
         inStride: x.stride,
         inOffset: x.offset,
         outRowOffset: 0,
-      };
-      L.dispatch(pb, host, "rope", { rotate: true, out: "f32" }, sizes, {
+        posOffset: chunk.start,
+      }, {
         x: x.buffer,
         positions: `h${host}.pos`,
         table: L.ropeTable(n),
@@ -415,63 +513,119 @@ function lowerPerToken(L: Lowering, pb: ProgramBuilder, n: Node, h: HostInfo, ro
   }
 }
 
-function lowerLogits(L: Lowering, pb: ProgramBuilder, n: Node, mode: Mode): LogitsOutput[] {
-  const want = mode === "prefill" ? L.opts.prefillLogits : L.opts.extendLogits;
-  if (want === "none") return [];
-  if (n.op !== "linear" || n.attrs.accumulate) {
-    throw new PlanError(`${n.scope}: the model must end with a linear LM head, not ${n.op}`);
-  }
-  const vocab = n.cols;
-  const K = L.graph.node(n.inputs[0]).cols;
-  const pieces: { host: number; rows: Expr; aOffset: Expr; tokens: LogitsOutput["tokens"] }[] = [];
-  if (mode === "extend") {
-    const host = L.hosts.findIndex((h) => h.appends);
-    pieces.push(
-      want === "all"
-        ? { host, rows: "t", aOffset: 0, tokens: null }
-        : { host, rows: 1, aOffset: "t-1", tokens: null },
-    );
-  } else if (want === "last") {
-    const last = L.opts.contextTokens - 1;
-    for (const h of L.hosts) {
-      for (const s of h.segments) {
-        if (
-          s.keep && s.source.kind === "context" && last >= s.source.start &&
-          last < s.source.start + s.count
-        ) {
-          const row = h.start.get(s.name)! + last - s.source.start;
-          pieces.push({
-            host: h.index,
-            rows: 1,
-            aOffset: row,
-            tokens: [{ token: last, count: 1 }],
-          });
-        }
-      }
-    }
-  } else {
-    for (const h of L.hosts) {
-      const kept = h.segments.filter((s) => s.keep && s.count > 0);
-      if (!kept.length) continue;
-      const tokens = kept.map((s) => ({
-        token: (s.source as { start: number }).start,
-        count: s.count,
-      }));
-      pieces.push({ host: h.index, rows: h.keep[1] - h.keep[0], aOffset: h.keep[0], tokens });
+/**
+ * The LM head: on each chunk, the rows that want logits go through the head into the host's
+ * logits buffer; after the last chunk, their argmax.
+ */
+class LogitsLowering {
+  readonly want: "all" | "last" | "none";
+  #outputs = new Map<number, LogitsOutput>();
+
+  constructor(readonly L: Lowering, readonly mode: Mode, readonly node: Node) {
+    this.want = mode === "prefill" ? L.opts.prefillLogits : L.opts.extendLogits;
+    if (this.want !== "none" && (node.op !== "linear" || node.attrs.accumulate)) {
+      throw new PlanError(
+        `${node.scope}: the model must end with a linear LM head, not ${node.op}`,
+      );
     }
   }
-  return pieces.map(({ host, rows, aOffset, tokens }) => {
-    const maxRows = typeof rows === "number" ? rows : L.opts.extendRows;
-    const logits = L.buffer(`h${host}.logits`, host, "f32", maxRows * vocab, "output");
-    const argmax = L.buffer(`h${host}.argmax`, host, "u32", maxRows, "output");
-    const x = L.at(n.inputs[0], host);
+
+  /** Emits the head for the wanted rows of `chunk` on host `h`. */
+  chunk(pb: ProgramBuilder, h: HostInfo, chunk: Chunk): void {
+    const rows = this.#rows(h, chunk);
+    if (!rows) return;
+    const L = this.L;
+    const vocab = this.node.cols;
+    const out = this.#output(h, rows.total, rows.tokens);
+    const x = L.at(this.node.inputs[0], h.index, chunk.index);
     const spec = { weight: L.opts.weights, bias: false, accumulate: false, activation: "none" };
-    const sizes = { M: rows, N: vocab, K, aOffset, cStride: vocab, cOffset: 0 };
-    const b = L.weights.find((w) => w.name === n.attrs.weight)!.buffer;
-    L.dispatch(pb, host, "matmul", spec, sizes, { a: x.buffer, b, c: logits }, "lm_head");
-    L.dispatch(pb, host, "argmax", {}, { rows, cols: vocab }, { logits, out: argmax }, "argmax");
-    return { host, logits, argmax, rows, tokens };
-  });
+    const sizes = {
+      M: rows.count,
+      N: vocab,
+      K: L.graph.node(this.node.inputs[0]).cols,
+      aOffset: rows.aOffset,
+      cStride: vocab,
+      cOffset: rows.outRow * vocab,
+    };
+    const b = L.weights.find((w) => w.name === this.node.attrs.weight)!.buffer;
+    L.dispatch(pb, h.index, "matmul", spec, sizes, { a: x.buffer, b, c: out.logits }, "lm_head");
+  }
+
+  /** Emits the argmax of every host's logits; returns where the logits are. */
+  finish(pb: ProgramBuilder): LogitsOutput[] {
+    for (const out of this.#outputs.values()) {
+      this.L.dispatch(
+        pb,
+        out.host,
+        "argmax",
+        {},
+        {
+          rows: out.rows,
+          cols: this.node.cols,
+        },
+        { logits: out.logits, out: out.argmax },
+        "argmax",
+      );
+    }
+    return [...this.#outputs.values()];
+  }
+
+  #output(h: HostInfo, rows: Expr, tokens: LogitsOutput["tokens"]): LogitsOutput {
+    let out = this.#outputs.get(h.index);
+    if (!out) {
+      const host = h.index;
+      const L = this.L;
+      const maxRows = typeof rows === "number" ? rows : L.opts.extendRows;
+      out = {
+        host,
+        logits: L.buffer(`h${host}.logits`, host, "f32", maxRows * this.node.cols, "output"),
+        argmax: L.buffer(`h${host}.argmax`, host, "u32", maxRows, "output"),
+        rows,
+        tokens,
+      };
+      this.#outputs.set(host, out);
+    }
+    return out;
+  }
+
+  /** Which rows of `chunk` want logits: count, first row in the chunk, row in the output. */
+  #rows(h: HostInfo, chunk: Chunk) {
+    if (this.want === "none") return null;
+    if (this.mode === "extend") {
+      if (!h.appends) return null;
+      return this.want === "all"
+        ? { count: "t", aOffset: 0, outRow: 0, total: "t", tokens: null }
+        : { count: 1, aOffset: "t-1", outRow: 0, total: 1, tokens: null };
+    }
+    const start = chunk.start;
+    const end = start + (chunk.rows as number);
+    if (this.want === "last") {
+      const last = this.L.opts.contextTokens - 1;
+      for (const s of h.segments) {
+        if (!s.keep || s.source.kind !== "context") continue;
+        const at = last - s.source.start;
+        if (at < 0 || at >= s.count) continue;
+        const row = h.start.get(s.name)! + at;
+        if (row < start || row >= end) return null;
+        return {
+          count: 1,
+          aOffset: row - start,
+          outRow: 0,
+          total: 1,
+          tokens: [{ token: last, count: 1 }],
+        };
+      }
+      return null;
+    }
+    const [ks, ke] = h.keep;
+    const from = Math.max(ks, start);
+    const to = Math.min(ke, end);
+    if (to <= from) return null;
+    const tokens = h.segments
+      .filter((s) => s.keep && s.count > 0)
+      .map((s) => ({ token: (s.source as { start: number }).start, count: s.count }));
+    return { count: to - from, aOffset: from - start, outRow: from - ks, total: ke - ks, tokens };
+  }
 }
 
 /** WebGPU forbids binding one buffer as writable and as anything else in the same dispatch. */

@@ -4,7 +4,7 @@
 
 import { PlanError } from "./errors.ts";
 import type { Node } from "./graph.ts";
-import type { HostInfo, Lowering } from "./lower.ts";
+import type { Chunk, HostInfo, Lowering, Mode } from "./lower.ts";
 import type { Expr } from "./plan.ts";
 import type { ProgramBuilder } from "./program.ts";
 import type { KvEntry, KvRef, Scorer } from "./strategies/strategy.ts";
@@ -360,6 +360,30 @@ function ranges(flags: Uint8Array, start: number, end: number, value: number): [
   return out;
 }
 
+/**
+ * What each host does per chunk before an attention, while the chunk's projections are at hand:
+ * K (after RoPE) and V into the layer's cache, and the retaining heads' scores of its rows.
+ */
+export function attentionPrologue(
+  L: Lowering,
+  pb: ProgramBuilder,
+  node: Node,
+  h: HostInfo,
+  chunk: Chunk,
+  mode: Mode,
+): void {
+  if (mode === "extend") {
+    if (h.appends) storeKv(L, pb, node, h, chunk, `${h.keep[1]}+past`);
+    return;
+  }
+  storeKv(L, pb, node, h, chunk, chunk.start);
+  for (const sel of L.tasks.selections) {
+    if (sel.host === h.index && sel.ref.scorer.kind === "retaining") {
+      retainingScores(L, pb, node, h, chunk, sel);
+    }
+  }
+}
+
 /** Lowers one attention node of the prefill program. */
 export function lowerAttentionPrefill(
   L: Lowering,
@@ -368,7 +392,6 @@ export function lowerAttentionPrefill(
   set: TaskSet,
 ): void {
   const layer = node.attrs.attention!.layer;
-  for (const h of L.hosts) storeKv(L, pb, node, h, 0, h.rows);
   for (const sel of set.selections) select(L, pb, node, sel);
   for (const [i, step] of set.steps.entries()) {
     const tasks = set.tasks.filter((t) => t.step === step);
@@ -389,14 +412,14 @@ export function lowerAttentionPrefill(
   pb.sync(`layer ${layer} attention output`, layer);
 }
 
-/** Writes the rows' K (after RoPE) and V into the layer's cache at `rowOffset`. */
+/** Writes a chunk's K (after RoPE) and V into the layer's cache from row `rowOffset` on. */
 function storeKv(
   L: Lowering,
   pb: ProgramBuilder,
   node: Node,
   h: HostInfo,
+  chunk: Chunk,
   rowOffset: Expr,
-  rows: Expr,
 ): void {
   const g = L.graph;
   const c = L.model.config;
@@ -404,13 +427,14 @@ function storeKv(
   const [, kId, vId] = node.inputs;
   const k = g.node(kId);
   const kRope = k.op === "rope";
-  const kSrc = L.at(kRope ? k.inputs[0] : kId, h.index);
-  const vSrc = L.at(vId, h.index);
-  const base = { rows, heads: c.kvHeads, headDim: c.headDim, outRowOffset: rowOffset };
+  const kSrc = L.at(kRope ? k.inputs[0] : kId, h.index, chunk.index);
+  const vSrc = L.at(vId, h.index, chunk.index);
+  const base = { rows: chunk.rows, heads: c.kvHeads, headDim: c.headDim, outRowOffset: rowOffset };
   L.dispatch(pb, h.index, "rope", { rotate: kRope, out: L.opts.kv }, {
     ...base,
     inStride: kSrc.stride,
     inOffset: kSrc.offset,
+    ...(kRope ? { posOffset: chunk.start } : {}),
   }, {
     x: kSrc.buffer,
     ...(kRope ? { positions: `h${h.index}.pos`, table: L.ropeTable(k) } : {}),
@@ -431,6 +455,19 @@ function storeKv(
   );
 }
 
+/** Scores of a selection's host, [rows, KV heads]. */
+function scoresOf(L: Lowering, sel: Selection): string {
+  const h = L.hosts[sel.host];
+  const c = L.model.config;
+  return L.buffer(`h${h.index}.scores${sel.id}`, h.index, "f32", h.rows * c.kvHeads, "exchange");
+}
+
+/** Rows [0, end) of a selection's segment, where its scores and pooling run. */
+function selectionEnd(L: Lowering, sel: Selection): number {
+  const h = L.hosts[sel.host];
+  return h.start.get(sel.ref.segment)! + h.segments.find((s) => s.name === sel.ref.segment)!.count;
+}
+
 /** The compressor on the selection's host: score, pool, top-k per KV head, gather K and V. */
 function select(L: Lowering, pb: ProgramBuilder, node: Node, sel: Selection): void {
   const c = L.model.config;
@@ -439,10 +476,12 @@ function select(L: Lowering, pb: ProgramBuilder, node: Node, sel: Selection): vo
   const host = h.index;
   const ref = sel.ref;
   const segStart = h.start.get(ref.segment)!;
-  const segEnd = segStart + h.segments.find((s) => s.name === ref.segment)!.count;
-  const scores = L.buffer(`h${host}.scores`, host, "f32", h.rows * c.kvHeads, "exchange");
+  const segEnd = selectionEnd(L, sel);
+  const scores = scoresOf(L, sel);
   const pooled = L.buffer(`h${host}.pooled`, host, "f32", h.rows * c.kvHeads, "exchange");
-  scoreRows(L, pb, node, h, ref.scorer, segEnd, scores);
+  if (ref.scorer.kind !== "retaining") {
+    trainingFreeScores(L, pb, node, h, ref.scorer, segEnd, scores);
+  }
   L.dispatch(pb, host, "maxpool", {}, { rows: segEnd, cols: c.kvHeads, width: ref.pool }, {
     x: scores,
     out: pooled,
@@ -482,7 +521,8 @@ function select(L: Lowering, pb: ProgramBuilder, node: Node, sel: Selection): vo
   }
 }
 
-function scoreRows(
+/** Random or query-aware scores of rows [0, rows). */
+function trainingFreeScores(
   L: Lowering,
   pb: ProgramBuilder,
   node: Node,
@@ -492,7 +532,6 @@ function scoreRows(
   scores: string,
 ): void {
   const c = L.model.config;
-  const g = L.graph;
   const layer = node.attrs.attention!.layer;
   const host = h.index;
   const label = `${node.scope} ${scorer.kind} scores`;
@@ -507,103 +546,157 @@ function scoreRows(
       { out: scores },
       label,
     );
-  } else if (scorer.kind === "query") {
-    const q = h.segments.find((s) => s.role === "query");
-    if (!q || q.count === 0) {
-      throw new PlanError(`the query-aware scorer needs a query segment on host ${host}`);
-    }
-    const qAt = L.at(node.inputs[0], host);
+    return;
+  }
+  const q = h.segments.find((s) => s.role === "query");
+  if (!q || q.count === 0) {
+    throw new PlanError(`the query-aware scorer needs a query segment on host ${host}`);
+  }
+  // The query's rows may straddle chunks: gather them into one buffer first.
+  const width = c.heads * c.headDim;
+  const qq = L.buffer(`h${host}.qq`, host, "f32", q.count * width, "exchange");
+  const first = h.start.get(q.name)!;
+  forEachChunk(L, first, q.count, (chunk, row, count, at) => {
     L.dispatch(
       pb,
       host,
-      "query_score",
-      { kv: L.opts.kv },
+      "copy2d",
+      { elem: "f32" },
       {
-        rows,
-        kvHeads: c.kvHeads,
-        heads: c.heads,
-        headDim: c.headDim,
-        qRows: q.count,
-        kOffset: 0,
-        qOffset: h.start.get(q.name)!,
+        rows: count,
+        cols: width,
+        srcStride: width,
+        srcOffset: row * width,
+        dstStride: width,
+        dstOffset: at * width,
       },
-      { k: L.cache("k", layer, host), q: qAt.buffer, out: scores },
-      label,
+      { src: L.at(node.inputs[0], host, chunk).buffer, dst: qq },
+      `${node.scope} query rows`,
     );
-  } else {
-    // Retaining heads read the pre-RoPE [q | k | v] of each row: the fused projection's output.
-    const [qn, kn, vn] = node.inputs.map((i) => g.node(i));
-    const pre = (n: Node) => (n.op === "rope" ? g.node(n.inputs[0]) : n);
-    const [qs, ks, vs] = [pre(qn), pre(kn), pre(vn)];
-    const cat = qs.op === "slice" ? g.node(qs.inputs[0]) : undefined;
-    const width = (c.heads + 2 * c.kvHeads) * c.headDim;
-    if (
-      !cat || cat.op !== "linear_cat" || cat.cols !== width || ks.inputs[0] !== cat.id ||
-      vs.inputs[0] !== cat.id || qs.attrs.start !== 0 || ks.attrs.start !== c.heads * c.headDim
-    ) {
-      throw new PlanError(
-        `${node.scope}: retaining heads need q, k, v projected together from one input ` +
-          `(as Llama layers do); use --scorer query or random for this model`,
-      );
-    }
-    const z = L.at(cat.id, host).buffer;
-    const p = `model.layers.${layer}.self_attn`;
-    const fc1 = L.weight(
-      `${p}.fc1.weight`,
-      [scorer.hidden, width],
-      1 / Math.sqrt(width),
-      "retaining",
+  });
+  L.dispatch(
+    pb,
+    host,
+    "query_score",
+    { kv: L.opts.kv },
+    {
+      rows,
+      kvHeads: c.kvHeads,
+      heads: c.heads,
+      headDim: c.headDim,
+      qRows: q.count,
+      kOffset: 0,
+      qOffset: 0,
+    },
+    { k: L.cache("k", layer, host), q: qq, out: scores },
+    label,
+  );
+}
+
+/** Retaining heads on one chunk: W2·SiLU(W1·[q, k, v]) of its rows into the scores. */
+function retainingScores(
+  L: Lowering,
+  pb: ProgramBuilder,
+  node: Node,
+  h: HostInfo,
+  chunk: Chunk,
+  sel: Selection,
+): void {
+  if (sel.ref.scorer.kind !== "retaining") return;
+  const hidden = sel.ref.scorer.hidden;
+  const c = L.model.config;
+  const g = L.graph;
+  const layer = node.attrs.attention!.layer;
+  const host = h.index;
+  const start = chunk.start;
+  const rows = Math.min(chunk.rows as number, selectionEnd(L, sel) - start);
+  if (rows <= 0) return;
+  // The pre-RoPE [q | k | v] of each row is the fused projection's output, as it is in Llama.
+  const [qn, kn, vn] = node.inputs.map((i) => g.node(i));
+  const pre = (n: Node) => (n.op === "rope" ? g.node(n.inputs[0]) : n);
+  const [qs, ks, vs] = [pre(qn), pre(kn), pre(vn)];
+  const cat = qs.op === "slice" ? g.node(qs.inputs[0]) : undefined;
+  const width = (c.heads + 2 * c.kvHeads) * c.headDim;
+  if (
+    !cat || cat.op !== "linear_cat" || cat.cols !== width || ks.inputs[0] !== cat.id ||
+    vs.inputs[0] !== cat.id || qs.attrs.start !== 0 || ks.attrs.start !== c.heads * c.headDim
+  ) {
+    throw new PlanError(
+      `${node.scope}: retaining heads need q, k, v projected together from one input ` +
+        `(as Llama layers do); use --scorer query or random for this model`,
     );
-    const fc2 = L.weight(
-      `${p}.fc2.weight`,
-      [c.kvHeads, scorer.hidden],
-      1 / Math.sqrt(scorer.hidden),
-      "retaining",
-    );
-    const hidden = L.buffer(`h${host}.fc1`, host, "f32", h.rows * scorer.hidden, "exchange");
-    const mm = (activation: string) => ({
-      weight: L.opts.weights,
-      bias: false,
-      accumulate: false,
-      activation,
-    });
-    L.dispatch(
-      pb,
-      host,
-      "matmul",
-      mm("silu"),
-      {
-        M: rows,
-        N: scorer.hidden,
-        K: width,
-        aOffset: 0,
-        cStride: scorer.hidden,
-        cOffset: 0,
-      },
-      { a: z, b: fc1, c: hidden },
-      `${node.scope} retaining fc1`,
-    );
-    L.dispatch(
-      pb,
-      host,
-      "matmul",
-      mm("none"),
-      {
-        M: rows,
-        N: c.kvHeads,
-        K: scorer.hidden,
-        aOffset: 0,
-        cStride: c.kvHeads,
-        cOffset: 0,
-      },
-      { a: hidden, b: fc2, c: scores },
-      label,
-    );
+  }
+  const p = `model.layers.${layer}.self_attn`;
+  const fc1 = L.weight(`${p}.fc1.weight`, [hidden, width], 1 / Math.sqrt(width), "retaining");
+  const fc2 = L.weight(`${p}.fc2.weight`, [c.kvHeads, hidden], 1 / Math.sqrt(hidden), "retaining");
+  const act = L.buffer(`h${host}.fc1`, host, "f32", h.chunkCap * hidden, "exchange");
+  const mm = (activation: string) => ({
+    weight: L.opts.weights,
+    bias: false,
+    accumulate: false,
+    activation,
+  });
+  L.dispatch(
+    pb,
+    host,
+    "matmul",
+    mm("silu"),
+    {
+      M: rows,
+      N: hidden,
+      K: width,
+      aOffset: 0,
+      cStride: hidden,
+      cOffset: 0,
+    },
+    { a: L.at(cat.id, host, chunk.index).buffer, b: fc1, c: act },
+    `${node.scope} retaining fc1`,
+  );
+  L.dispatch(
+    pb,
+    host,
+    "matmul",
+    mm("none"),
+    {
+      M: rows,
+      N: c.kvHeads,
+      K: hidden,
+      aOffset: 0,
+      cStride: c.kvHeads,
+      cOffset: start * c.kvHeads,
+    },
+    { a: act, b: fc2, c: scoresOf(L, sel) },
+    `${node.scope} retaining scores`,
+  );
+}
+
+/**
+ * Calls `fn(chunk, rowInChunk, count, at)` for each chunk piece of local rows
+ * [first, first + count); `at` counts rows from `first`.
+ */
+function forEachChunk(
+  L: Lowering,
+  first: number,
+  count: number,
+  fn: (chunk: number, row: number, count: number, at: number) => void,
+): void {
+  let r = first;
+  while (r < first + count) {
+    const { chunk, row } = L.chunkOf(r);
+    const n = Math.min(L.chunkRows - row, first + count - r);
+    fn(chunk, row, n, r - first);
+    r += n;
   }
 }
 
 /** Queues the transfers that bring a task's remote (or head-sliced) queries and keys. */
-function gatherInputs(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask, set: TaskSet) {
+function gatherInputs(
+  L: Lowering,
+  pb: ProgramBuilder,
+  node: Node,
+  t: ResolvedTask,
+  set: TaskSet,
+) {
   const c = L.model.config;
   const d = c.headDim;
   const layer = node.attrs.attention!.layer;
@@ -612,20 +705,22 @@ function gatherInputs(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTa
     const hc = t.heads[1];
     const tq = L.buffer(`h${X}.tq${t.index}`, X, "f32", t.qRows * hc * d, "exchange");
     for (const q of t.queries) {
-      const src = L.at(node.inputs[0], q.owner);
-      pb.transfer({
-        from: q.owner,
-        to: X,
-        src: src.buffer,
-        dst: tq,
-        elem: "f32",
-        rows: q.count,
-        cols: hc * d,
-        srcStride: src.stride,
-        srcOffset: q.row * src.stride + src.offset + t.heads[0] * d,
-        dstStride: hc * d,
-        dstOffset: q.index * hc * d,
-        label: `q rows of host ${q.owner}`,
+      forEachChunk(L, q.row, q.count, (chunk, row, count, at) => {
+        const src = L.at(node.inputs[0], q.owner, chunk);
+        pb.transfer({
+          from: q.owner,
+          to: X,
+          src: src.buffer,
+          dst: tq,
+          elem: "f32",
+          rows: count,
+          cols: hc * d,
+          srcStride: src.stride,
+          srcOffset: row * src.stride + src.offset + t.heads[0] * d,
+          dstStride: hc * d,
+          dstOffset: (q.index + at) * hc * d,
+          label: `q rows of host ${q.owner}`,
+        });
       });
     }
   }
@@ -667,44 +762,70 @@ function gatherInputs(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTa
   }
 }
 
-/** Dispatches one task's attention. */
+/** Dispatches one task's attention (a direct task once per chunk its queries touch). */
 function runTask(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask): void {
   const c = L.model.config;
   const layer = node.attrs.attention!.layer;
   const X = t.executor;
-  const out = L.at(node.id, X);
   for (const [start, end] of t.prefill) emptyFill(L, pb, node, X, start, end - start);
   const cache = { k: L.cache("k", layer, X), v: L.cache("v", layer, X) };
   const recv = t.recvRows > 0 ? { k: `h${X}.rk${t.index}`, v: `h${X}.rv${t.index}` } : cache;
-  const q = t.direct ? L.at(node.inputs[0], X).buffer : `h${X}.tq${t.index}`;
-  const direct = t.output.kind === "direct";
-  const outBuf = direct ? out.buffer : L.buffer(
-    `h${X}.to${t.index}`,
-    X,
-    "f32",
-    t.qRows * t.heads[1] * c.headDim,
-    "exchange",
-  );
-  const lse = direct
-    ? L.lseScratch(X)
-    : L.buffer(`h${X}.tl${t.index}`, X, "f32", t.qRows * t.heads[1], "exchange");
+  const spec = {
+    headDim: c.headDim,
+    kv: L.opts.kv,
+    accumulate: t.output.kind === "direct" && t.output.accumulate,
+  };
+  const bind = { k0: recv.k, v0: recv.v, k1: cache.k, v1: cache.v };
+  const label = `${node.scope} attention task ${t.index}`;
+  if (t.output.kind === "direct") {
+    const first = t.queries[0].row;
+    forEachChunk(L, first, t.qRows, (chunk, row, count, at) => {
+      const segments = shiftSegments(t.segments, at, count);
+      const sizes = attentionSizes(L, segments, {
+        qRows: count,
+        heads: t.heads[1],
+        kvHeads: t.kvHeads[1],
+        qOffset: row,
+        outOffset: row,
+      });
+      L.dispatch(pb, X, "attention", spec, sizes, {
+        ...bind,
+        q: L.at(node.inputs[0], X, chunk).buffer,
+        out: L.at(node.id, X, chunk).buffer,
+        lse: L.lseScratch(X),
+      }, label);
+    });
+    return;
+  }
+  const hc = t.heads[1];
   const sizes = attentionSizes(L, t.segments, {
     qRows: t.qRows,
-    heads: t.heads[1],
+    heads: hc,
     kvHeads: t.kvHeads[1],
-    qOffset: t.direct ? t.queries[0].row : 0,
-    outOffset: direct ? t.queries[0].row : 0,
+    qOffset: 0,
+    outOffset: 0,
   });
-  const accumulate = t.output.kind === "direct" && t.output.accumulate;
-  L.dispatch(pb, X, "attention", { headDim: c.headDim, kv: L.opts.kv, accumulate }, sizes, {
-    q,
-    k0: recv.k,
-    v0: recv.v,
-    k1: cache.k,
-    v1: cache.v,
-    out: outBuf,
-    lse,
-  }, `${node.scope} attention task ${t.index}`);
+  const rows = t.qRows;
+  L.dispatch(pb, X, "attention", spec, sizes, {
+    ...bind,
+    q: `h${X}.tq${t.index}`,
+    out: L.buffer(`h${X}.to${t.index}`, X, "f32", rows * hc * c.headDim, "exchange"),
+    lse: L.buffer(`h${X}.tl${t.index}`, X, "f32", rows * hc, "exchange"),
+  }, label);
+}
+
+/** A task's segment table for its query rows [at, at + count), renumbered from 0. */
+function shiftSegments(segments: KernelSegment[], at: number, count: number): KernelSegment[] {
+  const out: KernelSegment[] = [];
+  for (const s of segments) {
+    const qStart = Math.max(s.qStart - at, 0);
+    const qEnd = Math.min((s.qEnd as number) - at, count);
+    if (qEnd <= qStart) continue;
+    // Keep each row's visible keys: row i (task numbering) = row i − at here.
+    const diag = (s.diag as number) + at + qStart - s.qStart;
+    out.push({ ...s, qStart, qEnd, diag });
+  }
+  return out;
 }
 
 function attentionSizes(
@@ -730,38 +851,32 @@ function emptyFill(
   pb: ProgramBuilder,
   node: Node,
   host: number,
-  row: number,
+  first: number,
   count: number,
 ) {
   const c = L.model.config;
   const layer = node.attrs.attention!.layer;
-  const out = L.at(node.id, host).buffer;
   const cache = { k: L.cache("k", layer, host), v: L.cache("v", layer, host) };
-  const sizes = attentionSizes(L, [], {
-    qRows: count,
-    heads: c.heads,
-    kvHeads: c.kvHeads,
-    qOffset: 0,
-    outOffset: row,
-  });
-  L.dispatch(
-    pb,
-    host,
-    "attention",
-    { headDim: c.headDim, kv: L.opts.kv, accumulate: false },
-    sizes,
-    {
+  forEachChunk(L, first, count, (chunk, row, n) => {
+    const sizes = attentionSizes(L, [], {
+      qRows: n,
+      heads: c.heads,
+      kvHeads: c.kvHeads,
+      qOffset: 0,
+      outOffset: row,
+    });
+    const spec = { headDim: c.headDim, kv: L.opts.kv, accumulate: false };
+    L.dispatch(pb, host, "attention", spec, sizes, {
       // Never read (no segments), but it must be another buffer than out to be bound.
-      q: L.at(node.inputs[0], host).buffer,
+      q: L.at(node.inputs[0], host, chunk).buffer,
       k0: cache.k,
       v0: cache.v,
       k1: cache.k,
       v1: cache.v,
-      out,
+      out: L.at(node.id, host, chunk).buffer,
       lse: L.lseScratch(host),
-    },
-    `${node.scope} zero rows ${row}+${count}`,
-  );
+    }, `${node.scope} zero rows ${first}+${count}`);
+  });
 }
 
 /** Copies a task's results to their owners' attention output (head columns of their rows). */
@@ -769,20 +884,22 @@ function sendHome(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask):
   const d = L.model.config.headDim;
   const hc = t.heads[1];
   for (const q of t.queries) {
-    const dst = L.at(node.id, q.owner);
-    pb.transfer({
-      from: t.executor,
-      to: q.owner,
-      src: `h${t.executor}.to${t.index}`,
-      dst: dst.buffer,
-      elem: "f32",
-      rows: q.count,
-      cols: hc * d,
-      srcStride: hc * d,
-      srcOffset: q.index * hc * d,
-      dstStride: dst.stride,
-      dstOffset: q.row * dst.stride + t.heads[0] * d,
-      label: `attention rows for host ${q.owner}`,
+    forEachChunk(L, q.row, q.count, (chunk, row, count, at) => {
+      const dst = L.at(node.id, q.owner, chunk);
+      pb.transfer({
+        from: t.executor,
+        to: q.owner,
+        src: `h${t.executor}.to${t.index}`,
+        dst: dst.buffer,
+        elem: "f32",
+        rows: count,
+        cols: hc * d,
+        srcStride: hc * d,
+        srcOffset: (q.index + at) * hc * d,
+        dstStride: dst.stride,
+        dstOffset: row * dst.stride + t.heads[0] * d,
+        label: `attention rows for host ${q.owner}`,
+      });
     });
   }
 }
@@ -799,7 +916,6 @@ export function lowerAttentionExtend(L: Lowering, pb: ProgramBuilder, node: Node
   const H = L.hosts.length;
   const E = L.opts.extendRows;
   const parity = L.strategy.parity ?? false;
-  for (const h of L.hosts) if (h.appends) storeKv(L, pb, node, h, `${h.keep[1]}+past`, "t");
   const partial = (h: number) => ({
     o: L.buffer(`h${h}.po`, h, "f32", H * E * c.heads * d, "exchange"),
     l: L.buffer(`h${h}.pl`, h, "f32", H * E * c.heads, "exchange"),
@@ -831,7 +947,7 @@ export function lowerAttentionExtend(L: Lowering, pb: ProgramBuilder, node: Node
       });
     }
     const cache = { k: L.cache("k", layer, h.index), v: L.cache("v", layer, h.index) };
-    const out = H === 1 ? L.at(node.id, h.index).buffer : partial(h.index).o;
+    const out = H === 1 ? L.at(node.id, h.index, 0).buffer : partial(h.index).o;
     const lse = H === 1 ? L.lseScratch(h.index) : partial(h.index).l;
     const sizes = attentionSizes(L, segments, {
       qRows: "t",
@@ -841,7 +957,7 @@ export function lowerAttentionExtend(L: Lowering, pb: ProgramBuilder, node: Node
       outOffset: H === 1 ? 0 : h.index * E,
     });
     L.dispatch(pb, h.index, "attention", { headDim: d, kv: L.opts.kv, accumulate: false }, sizes, {
-      q: L.at(node.inputs[0], h.index).buffer,
+      q: L.at(node.inputs[0], h.index, 0).buffer,
       k0: cache.k,
       v0: cache.v,
       k1: cache.k,
@@ -883,7 +999,7 @@ export function lowerAttentionExtend(L: Lowering, pb: ProgramBuilder, node: Node
     }, {
       o: partial(h.index).o,
       lse: partial(h.index).l,
-      out: L.at(node.id, h.index).buffer,
+      out: L.at(node.id, h.index, 0).buffer,
       outLse: L.lseScratch(h.index),
     }, `${node.scope} merge ${H} partials`);
   }

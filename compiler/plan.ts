@@ -193,6 +193,8 @@ export interface Plan {
     maxNewTokens: number;
     prefillLogits: "all" | "last" | "none";
     extendLogits: "all" | "last";
+    /** Rows each host processes at once outside attention. */
+    chunkRows: number;
   };
   /** Storage types of weights and KV caches. */
   storage: { weights: StorageType; kv: StorageType };

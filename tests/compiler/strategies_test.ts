@@ -217,3 +217,38 @@ Deno.test("bad strategy settings are refused at compile time with a reason", () 
   refuse(strategyByName("zigzag"), 4, 7, 0, /zigzag: 4 hosts need at least 8 tokens/);
   refuse(apb({ scorer: "query" }), 2, 20, 0, /query-aware scorer needs a query/);
 });
+
+Deno.test("processing rows in chunks changes nothing (any chunk size, any strategy)", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.record({
+        name: fc.constantFrom("dense", "ring", "star", "apb", "ulysses"),
+        chunkRows: fc.integer({ min: 3, max: 17 }),
+        n: fc.integer({ min: 20, max: 40 }),
+      }),
+      async ({ name, chunkRows, n }) => {
+        const hosts = name === "dense" ? 1 : 2;
+        const s = name === "apb"
+          ? apb({ anchor: 4, passing: 3, scorer: "query" })
+          : strategyByName(name);
+        const base = { hosts, contextTokens: n, queryTokens: 3, extendRows: 3 };
+        const tokens = ids(n + 3, vocab, 2);
+        const runs = [];
+        for (const options of [base, { ...base, chunkRows }]) {
+          const run = await runPlan(
+            planFor(tiny, s, options),
+            tokens.slice(0, n),
+            tokens.slice(n),
+            null,
+          );
+          run.session.destroy();
+          runs.push(run);
+        }
+        assert.ok(mapError(runs[1].prefill, runs[0].prefill) < EXACT);
+        const q = (r: typeof runs[0]) => new Map([[0, r.query!]]);
+        assert.ok(mapError(q(runs[1]), q(runs[0])) < EXACT);
+      },
+    ),
+    { numRuns: 10 },
+  );
+});
