@@ -1,0 +1,24 @@
+import fc from "fast-check";
+import { rmsnorm } from "../../wgsl/rmsnorm.ts";
+import { expectMatch, F32, floats, gpuTest, RUNS, toF16 } from "./_check.ts";
+
+gpuTest("rmsnorm matches the float64 reference", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom("f32" as const, "f16" as const),
+      fc.integer({ min: 1, max: 9 }),
+      fc.integer({ min: 1, max: 700 }),
+      fc.constantFrom(1e-6, 1e-5, 0.1),
+      fc.integer(),
+      async (weight, rows, cols, eps, seed) => {
+        const w = floats(cols, seed + 1, -2, 2);
+        await expectMatch(rmsnorm, { weight }, { rows, cols, eps }, {
+          x: floats(rows * cols, seed, -3, 3),
+          weight: weight === "f16" ? toF16(w) : w,
+          out: new Float64Array(rows * cols),
+        }, F32);
+      },
+    ),
+    RUNS,
+  );
+});

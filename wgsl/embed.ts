@@ -1,0 +1,71 @@
+// Token embedding lookup: one invocation per output element, ids beyond the vocabulary give a
+// zero row rather than an out-of-bounds read.
+
+import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
+import { declareBindings, storageLoader, storageRound } from "./_storage.ts";
+import { ENTRY_BUILTINS, FLAT_GROUP, gridFor } from "./_grid.ts";
+
+/** What an `embed` kernel is specialised on: the storage type of the table. */
+export interface EmbedSpec {
+  /** Storage type of the embedding table. */
+  table: StorageType;
+}
+
+const FIELDS: ParamFields = [
+  ["rows", "u32"],
+  ["hidden", "u32"],
+  ["vocab", "u32"],
+  ["idsOffset", "u32"],
+];
+const WORKGROUP = 256;
+
+/**
+ * `out[r, :] = table[ids[idsOffset + r], :]`, or zeros when that id is ≥ vocab. `idsOffset`
+ * (default 0) lets a chunk of a prompt read its slice of the host's id buffer.
+ */
+export const embed: KernelFamily<EmbedSpec> = {
+  name: "embed",
+  key: (spec) => `embed_${spec.table}`,
+  generate(spec) {
+    const bindings: BindingSpec[] = [
+      { name: "ids", access: "read", elem: "u32" },
+      { name: "table", access: "read", elem: spec.table },
+      { name: "out", access: "read_write", elem: "f32" },
+    ];
+    const code = `${paramsWgsl(FIELDS)}${declareBindings(bindings)}
+${storageLoader("table", spec.table)}
+@compute @workgroup_size(${WORKGROUP})
+fn main(${ENTRY_BUILTINS}) {
+  let e = ${FLAT_GROUP} * ${WORKGROUP}u + lid;
+  if (e >= params.rows * params.hidden) { return; }
+  let r = e / params.hidden;
+  let c = e - r * params.hidden;
+  let id = ids[params.idsOffset + r];
+  var v = 0.0;
+  if (id < params.vocab) { v = load_table(id * params.hidden + c); }
+  out[e] = v;
+}
+`;
+    return {
+      code,
+      entry: "main",
+      workgroupSize: [WORKGROUP, 1, 1],
+      bindings,
+      features: [],
+      workgroupBytes: 0,
+    };
+  },
+  dispatch: (_spec, sizes) => gridFor(sizes.rows * sizes.hidden, WORKGROUP),
+  params: (_spec, sizes) => packParams("embed", FIELDS, { idsOffset: 0, ...sizes }),
+  reference(spec, sizes, { ids, table, out }) {
+    const { rows, hidden, vocab, idsOffset = 0 } = sizes;
+    const stored = storageRound(spec.table);
+    for (let r = 0; r < rows; r++) {
+      const id = ids[idsOffset + r];
+      for (let c = 0; c < hidden; c++) {
+        out[r * hidden + c] = id < vocab ? stored(table[id * hidden + c]) : 0;
+      }
+    }
+  },
+};

@@ -1,0 +1,77 @@
+// RMSNorm: one workgroup per row, a strided sum of squares then a tree reduction in workgroup
+// memory; rows are independent, so the grid is just the row count spread over 2D.
+
+import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
+import { declareBindings, storageLoader, storageRound } from "./_storage.ts";
+import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
+
+/** What an `rmsnorm` kernel is specialised on: the storage type of the weight. */
+export interface RmsnormSpec {
+  /** Storage type of the per-column weight. */
+  weight: StorageType;
+}
+
+const FIELDS: ParamFields = [["rows", "u32"], ["cols", "u32"], ["eps", "f32"]];
+const WORKGROUP = 256;
+
+/** `out[r, c] = x[r, c] / sqrt(mean_c(x[r, :]²) + eps) · weight[c]`. */
+export const rmsnorm: KernelFamily<RmsnormSpec> = {
+  name: "rmsnorm",
+  key: (spec) => `rmsnorm_${spec.weight}`,
+  generate(spec) {
+    const bindings: BindingSpec[] = [
+      { name: "x", access: "read", elem: "f32" },
+      { name: "weight", access: "read", elem: spec.weight },
+      { name: "out", access: "read_write", elem: "f32" },
+    ];
+    const code = `${paramsWgsl(FIELDS)}${declareBindings(bindings)}
+${storageLoader("weight", spec.weight)}
+var<workgroup> partial: array<f32, ${WORKGROUP}>;
+
+@compute @workgroup_size(${WORKGROUP})
+fn main(${ENTRY_BUILTINS}) {
+  let r = ${FLAT_GROUP};
+  if (r >= params.rows) { return; }
+  let base = r * params.cols;
+  var sum = 0.0;
+  for (var c = lid; c < params.cols; c += ${WORKGROUP}u) {
+    let v = x[base + c];
+    sum += v * v;
+  }
+  partial[lid] = sum;
+  for (var stride = ${WORKGROUP / 2}u; stride > 0u; stride >>= 1u) {
+    workgroupBarrier();
+    if (lid < stride) { partial[lid] += partial[lid + stride]; }
+  }
+  workgroupBarrier();
+  let scale = 1.0 / sqrt(partial[0] / f32(params.cols) + params.eps);
+  for (var c = lid; c < params.cols; c += ${WORKGROUP}u) {
+    out[base + c] = x[base + c] * scale * load_weight(c);
+  }
+}
+`;
+    return {
+      code,
+      entry: "main",
+      workgroupSize: [WORKGROUP, 1, 1],
+      bindings,
+      features: [],
+      workgroupBytes: WORKGROUP * 4,
+    };
+  },
+  dispatch: (_spec, sizes) => grid2d(sizes.rows),
+  params: (_spec, sizes) => packParams("rmsnorm", FIELDS, sizes),
+  reference(spec, sizes, { x, weight, out }) {
+    const { rows, cols, eps } = sizes;
+    const stored = storageRound(spec.weight);
+    for (let r = 0; r < rows; r++) {
+      let sum = 0;
+      for (let c = 0; c < cols; c++) sum += x[r * cols + c] ** 2;
+      const scale = 1 / Math.sqrt(sum / cols + Math.fround(eps));
+      for (let c = 0; c < cols; c++) {
+        out[r * cols + c] = x[r * cols + c] * scale * stored(weight[c]);
+      }
+    }
+  },
+};
