@@ -4,8 +4,8 @@
 
 import type { BindingSpec, ElementType, StorageType } from "./kernel.ts";
 
-/** WGSL element type of a buffer of `elem`; f16 is addressed as u32 words of two halves. */
-export function wgslElement(elem: ElementType): string {
+// f16 is addressed as u32 words of two halves.
+function wgslElement(elem: ElementType): string {
   return elem === "f16" ? "u32" : elem;
 }
 
