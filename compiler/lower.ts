@@ -244,16 +244,14 @@ export class Lowering {
     return this.#weight(name, shape, { scale, bias: 0 }, source);
   }
 
-  /** Per-host scratch for attention's log-sum-exp (one chunk of rows, the most one dispatch writes). */
-  lseScratch(host: number): string {
+  /**
+   * Attention's log-sum-exp for the rows of one chunk of `host`: kept per chunk because later
+   * tasks merge into earlier results (ring steps) chunk by chunk.
+   */
+  lseScratch(host: number, chunk: number): string {
     const c = this.model.config;
-    return this.buffer(
-      `h${host}.lse`,
-      host,
-      "f32",
-      this.hosts[host].chunkCap * c.heads,
-      "exchange",
-    );
+    const rows = this.hosts[host].chunkCap;
+    return this.buffer(`h${host}.lse.c${chunk}`, host, "f32", rows * c.heads, "exchange");
   }
 
   #weight(name: string, shape: number[], init: WeightDecl["init"], source: WeightDecl["source"]) {

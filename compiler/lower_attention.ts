@@ -792,7 +792,7 @@ function runTask(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask): 
         ...bind,
         q: L.at(node.inputs[0], X, chunk).buffer,
         out: L.at(node.id, X, chunk).buffer,
-        lse: L.lseScratch(X),
+        lse: L.lseScratch(X, chunk),
       }, label);
     });
     return;
@@ -874,7 +874,7 @@ function emptyFill(
       k1: cache.k,
       v1: cache.v,
       out: L.at(node.id, host, chunk).buffer,
-      lse: L.lseScratch(host),
+      lse: L.lseScratch(host, chunk),
     }, `${node.scope} zero rows ${first}+${count}`);
   });
 }
@@ -948,7 +948,7 @@ export function lowerAttentionExtend(L: Lowering, pb: ProgramBuilder, node: Node
     }
     const cache = { k: L.cache("k", layer, h.index), v: L.cache("v", layer, h.index) };
     const out = H === 1 ? L.at(node.id, h.index, 0).buffer : partial(h.index).o;
-    const lse = H === 1 ? L.lseScratch(h.index) : partial(h.index).l;
+    const lse = H === 1 ? L.lseScratch(h.index, 0) : partial(h.index).l;
     const sizes = attentionSizes(L, segments, {
       qRows: "t",
       heads: c.heads,
@@ -1000,7 +1000,7 @@ export function lowerAttentionExtend(L: Lowering, pb: ProgramBuilder, node: Node
       o: partial(h.index).o,
       lse: partial(h.index).l,
       out: L.at(node.id, h.index, 0).buffer,
-      outLse: L.lseScratch(h.index),
+      outLse: L.lseScratch(h.index, 0),
     }, `${node.scope} merge ${H} partials`);
   }
 }

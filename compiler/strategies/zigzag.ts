@@ -1,6 +1,7 @@
 // ZigZag ring attention: the context is cut into 2H chunks and host h holds chunks h and 2H − 1 − h,
 // so every host does the same work at every ring step. Exact. Lengths that do not split into 2H
-// chunks are padded at the end (the padding lands in host 0's second chunk and is never attended).
+// chunks are padded at the end (the padding lands in the last chunks, the second chunks of hosts
+// 0, 1, …, and is never attended).
 
 import { PlanError } from "../errors.ts";
 import {
@@ -29,13 +30,14 @@ export function zigzag(): Strategy {
       const chunk = Math.ceil(contextTokens / (2 * hosts));
       const pad = chunk * 2 * hosts - contextTokens;
       return Array.from({ length: hosts }, (_, h): HostPlan => {
+        // Padding fills the last chunks, which are the back chunks of hosts 0, 1, ... in turn.
         const back = 2 * hosts - 1 - h;
-        const backReal = h === 0 ? chunk - pad : chunk;
+        const backReal = Math.max(0, Math.min(chunk, contextTokens - back * chunk));
         const segments: Segment[] = [
           { ...contextSegment("front", "block", h * chunk, chunk), keep: true },
           { ...contextSegment("back", "block", back * chunk, backReal), keep: true },
         ];
-        if (h === 0 && pad > 0) segments.push(padSegment(pad));
+        if (backReal < chunk) segments.push(padSegment(chunk - backReal));
         const tasks = Array.from({ length: hosts }, (_, step) => {
           const r = (h - step + hosts) % hosts;
           // Before r (r < h) both local chunks see r's front chunk; after r only our back chunk

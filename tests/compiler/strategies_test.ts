@@ -10,7 +10,7 @@ import { strategyByName } from "../../compiler/strategies/mod.ts";
 import type { Strategy } from "../../compiler/strategies/strategy.ts";
 import { blocks } from "../../compiler/strategies/strategy.ts";
 import tiny from "../../examples/tiny.ts";
-import { ids, mapError, planFor, runPlan } from "../_runs.ts";
+import { ids, mapError, planFor, runPlan, type StrategyRun } from "../_runs.ts";
 
 const EXACT = 1e-9;
 const vocab = tiny.config.vocabSize;
@@ -233,7 +233,7 @@ Deno.test("processing rows in chunks changes nothing (any chunk size, any strate
           : strategyByName(name);
         const base = { hosts, contextTokens: n, queryTokens: 3, extendRows: 3 };
         const tokens = ids(n + 3, vocab, 2);
-        const runs = [];
+        const runs: StrategyRun[] = [];
         for (const options of [base, { ...base, chunkRows }]) {
           const run = await runPlan(
             planFor(tiny, s, options),
@@ -245,7 +245,7 @@ Deno.test("processing rows in chunks changes nothing (any chunk size, any strate
           runs.push(run);
         }
         assert.ok(mapError(runs[1].prefill, runs[0].prefill) < EXACT);
-        const q = (r: typeof runs[0]) => new Map([[0, r.query!]]);
+        const q = (r: StrategyRun) => new Map([[0, r.query!]]);
         assert.ok(mapError(q(runs[1]), q(runs[0])) < EXACT);
       },
     ),
