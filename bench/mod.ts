@@ -5,7 +5,9 @@ import type { Options } from "../compiler/cli/options.ts";
 
 type Suite = (values: Options) => Promise<number>;
 
-const suites: Record<string, () => Promise<Suite>> = {};
+const suites: Record<string, () => Promise<Suite>> = {
+  prefill: () => import("./prefill.ts").then((m) => m.prefillSuite),
+};
 
 /** Runs the suites named in `names`. */
 export async function benchCommand(names: string[], values: Options): Promise<number> {

@@ -1,0 +1,216 @@
+// `deno task bench prefill`: every strategy's prefill on a real model shape (seeded weights, f16
+// storage) on the GPU, across context lengths and host counts. Virtual hosts share one GPU, so the
+// measured wall time is all hosts' work in sequence; each host's GPU time comes from timestamp
+// queries, and the parallel critical path adds each phase's transfers at a modelled link speed.
+
+import { path } from "../compiler/_deps.ts";
+import { maxRelativeError } from "../compiler/cli/compare.ts";
+import { loadModelFile, UsageError } from "../compiler/cli/model_file.ts";
+import { int, type Options, storage } from "../compiler/cli/options.ts";
+import { syntheticTokens } from "../compiler/cli/run.ts";
+import type { ModelDefinition } from "../compiler/dsl.ts";
+import { planFlops } from "../compiler/flops.ts";
+import { lower } from "../compiler/lower.ts";
+import { llama } from "../compiler/models/llama.ts";
+import type { Plan } from "../compiler/plan.ts";
+import { strategyByName } from "../compiler/strategies/mod.ts";
+import type { Strategy } from "../compiler/strategies/strategy.ts";
+import { type Gpu, openGpu } from "../runtime/device.ts";
+import { Session } from "../runtime/session.ts";
+import { criticalPath, hostTotals, type Link, NVLINK, PCIE } from "../runtime/timing.ts";
+import { lineChart } from "./chart.ts";
+
+/** One measured prefill. */
+export interface PrefillRecord {
+  /** Strategy name. */
+  strategy: string;
+  /** Hosts. */
+  hosts: number;
+  /** Context tokens. */
+  tokens: number;
+  /** Layers run. */
+  layers: number;
+  /** Strategy parameters. */
+  params: Record<string, unknown>;
+  /** Wall milliseconds of the whole prefill (all virtual hosts on one GPU). */
+  wallMs: number;
+  /** GPU milliseconds per host. */
+  hostMs: number[];
+  /** Critical path in ms over NVLink and PCIe, with its compute and transfer shares. */
+  critical: Record<string, { totalMs: number; computeMs: number; transferMs: number }>;
+  /** FLOPs per host by the spec's convention (counted from the plan). */
+  flops: number[];
+  /** Max relative error of the last context token's logits against dense. */
+  errorVsDense: number | null;
+}
+
+const LINKS: Link[] = [NVLINK, PCIE];
+
+/** Runs the suite; returns the exit code. */
+export async function prefillSuite(values: Options): Promise<number> {
+  const model = await benchModel(values);
+  const lengths = list(values.lengths ?? "8k,32k,128k", "lengths");
+  const hostCounts = list(values.hosts ?? "2,4,8", "hosts");
+  const weights = storage(values, "storage") ?? "f16";
+  const kv = storage(values, "kv") ?? "f16";
+  const gpu = await openGpu();
+  console.log(
+    `adapter: ${gpu.info.description}; model ${model.config.name}, ${model.config.layers} layer(s), weights ${weights}, KV ${kv}`,
+  );
+  const jobs: { tokens: number; hosts: number; strategy: Strategy }[] = [];
+  for (const tokens of lengths) {
+    jobs.push({ tokens, hosts: 1, strategy: strategyByName("dense") });
+    for (const hosts of hostCounts) {
+      for (const name of ["ring", "zigzag", "ulysses", "star", "apb"]) {
+        const c = model.config;
+        if (name === "ulysses" && (c.heads % hosts || c.kvHeads % hosts)) continue;
+        jobs.push({ tokens, hosts, strategy: strategyByName(name) });
+      }
+    }
+  }
+  const records: PrefillRecord[] = [];
+  const denseLogits = new Map<number, Float32Array | Float64Array>();
+  for (const [i, job] of jobs.entries()) {
+    progress(i, jobs.length, `${fmtTokens(job.tokens)} ${job.strategy.name} on ${job.hosts}`);
+    const plan = lower(model, job.strategy, {
+      hosts: job.hosts,
+      contextTokens: job.tokens,
+      maxNewTokens: 1,
+      weights,
+      kv,
+    });
+    const { record, logits } = await measure(plan, gpu);
+    if (job.strategy.name === "dense") denseLogits.set(job.tokens, logits);
+    const reference = denseLogits.get(job.tokens);
+    record.errorVsDense = reference ? maxRelativeError(logits, reference) : null;
+    records.push(record);
+  }
+  progress(jobs.length, jobs.length, "done");
+  console.error("");
+  const table = markdownTable(records);
+  if (values.json) {
+    await Deno.writeTextFile(values.json, JSON.stringify({ device: gpu.info, records }, null, 1));
+  }
+  if (values.svg) await Deno.writeTextFile(values.svg, chart(records, model));
+  console.log(table);
+  return 0;
+}
+
+async function benchModel(values: Options): Promise<ModelDefinition> {
+  const name = values.model ?? "llama3_8b";
+  const file = name.endsWith(".ts")
+    ? name
+    : path.join(import.meta.dirname!, "..", "examples", `${name}.ts`);
+  const base = await loadModelFile(file);
+  const layers = int(values, "layers", base.config.layers);
+  if (layers < 1 || layers > base.config.layers) {
+    throw new UsageError(`--layers must be between 1 and ${base.config.layers}`);
+  }
+  return layers === base.config.layers ? base : llama({ ...base.config, layers });
+}
+
+async function measure(
+  plan: Plan,
+  gpu: Gpu,
+): Promise<{ record: PrefillRecord; logits: Float32Array | Float64Array }> {
+  const session = await Session.open(plan, { gpu, weights: { seed: 1 } });
+  const context = syntheticTokens(plan.shape.contextTokens, plan.model.config.vocabSize, 1);
+  await session.prefill(context); // warm-up: first touch of memory, clocks
+  let best = await session.prefill(context, [], { readLogits: true });
+  const again = await session.prefill(context, [], { readLogits: true });
+  const gpuOf = (r: typeof best) =>
+    Math.max(...hostTotals(r.timing.phases ?? [], plan.hosts.length));
+  if (gpuOf(again) < gpuOf(best)) best = again;
+  session.destroy();
+  const phases = best.timing.phases;
+  if (!phases) {
+    throw new UsageError("this adapter has no timestamp queries; prefill timing needs them");
+  }
+  const critical = Object.fromEntries(LINKS.map((l) => [l.name, criticalPath(phases, l)]));
+  const record: PrefillRecord = {
+    strategy: plan.strategy.name,
+    hosts: plan.strategy.hosts,
+    tokens: plan.shape.contextTokens,
+    layers: plan.model.config.layers,
+    params: plan.strategy.params,
+    wallMs: best.timing.wallMs,
+    hostMs: hostTotals(phases, plan.hosts.length),
+    critical,
+    flops: planFlops(plan),
+    errorVsDense: null,
+  };
+  return { record, logits: best.logits[0].logits! };
+}
+
+function markdownTable(records: PrefillRecord[]): string {
+  const cp = (r: PrefillRecord) => r.critical[NVLINK.name].totalMs;
+  const find = (r: PrefillRecord, strategy: string, hosts: number) =>
+    records.find((x) => x.tokens === r.tokens && x.strategy === strategy && x.hosts === hosts);
+  const ratio = (r: PrefillRecord, other: PrefillRecord | undefined) =>
+    other ? (cp(other) / cp(r)).toFixed(2) : "–";
+  const lines = [
+    `| tokens | hosts | strategy | layers | wall ms | GPU ms/host (max, min) | critical path NVLink ms | PCIe ms | TFLOP | TFLOP/s (busiest host) | × dense | × ring | × star | logits err vs dense |`,
+    `|---|---|---|---|---|---|---|---|---|---|---|---|---|---|`,
+  ];
+  for (const r of records) {
+    const flops = r.flops.reduce((a, b) => a + b, 0);
+    const busiest = r.hostMs.indexOf(Math.max(...r.hostMs));
+    const rate = r.flops[busiest] / (r.hostMs[busiest] * 1e-3) / 1e12;
+    lines.push(
+      `| ${fmtTokens(r.tokens)} | ${r.hosts} | ${r.strategy} | ${r.layers} | ${
+        r.wallMs.toFixed(0)
+      } | ` +
+        `${Math.max(...r.hostMs).toFixed(1)}, ${Math.min(...r.hostMs).toFixed(1)} | ${
+          cp(r).toFixed(1)
+        } | ` +
+        `${r.critical[PCIE.name].totalMs.toFixed(1)} | ${(flops / 1e12).toFixed(2)} | ${
+          rate.toFixed(1)
+        } | ` +
+        `${ratio(r, find(r, "dense", 1))} | ${ratio(r, find(r, "ring", r.hosts))} | ` +
+        `${ratio(r, find(r, "star", r.hosts))} | ` +
+        `${r.errorVsDense === null ? "–" : r.errorVsDense.toExponential(1)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+function chart(records: PrefillRecord[], model: ModelDefinition): string {
+  const hosts = Math.max(...records.map((r) => r.hosts));
+  const strategies = [...new Set(records.filter((r) => r.hosts === hosts).map((r) => r.strategy))];
+  const dense = (tokens: number) =>
+    records.find((r) => r.strategy === "dense" && r.tokens === tokens);
+  const series = strategies.map((name) => ({
+    name: `${name} (H=${hosts})`,
+    points: records.filter((r) => r.strategy === name && r.hosts === hosts).map((r) => ({
+      x: r.tokens,
+      y: dense(r.tokens)!.critical[NVLINK.name].totalMs / r.critical[NVLINK.name].totalMs,
+    })),
+  }));
+  return lineChart(
+    `Prefill speedup over dense (critical path, ${NVLINK.name}), ${model.config.name}, ${
+      records[0].layers
+    } layer(s)`,
+    "speedup over dense",
+    series,
+    fmtTokens,
+  );
+}
+
+function list(text: string, what: string): number[] {
+  return text.split(",").map((part) => {
+    const v = int({ [what]: part.trim() } as unknown as Options, what as keyof Options);
+    if (!v) throw new UsageError(`--${what}: "${part}" is not a positive number`);
+    return v;
+  });
+}
+
+function fmtTokens(n: number): string {
+  return n % 1024 === 0 ? `${n / 1024}K` : String(n);
+}
+
+function progress(done: number, total: number, what: string): void {
+  const width = 30;
+  const filled = Math.round((done / total) * width);
+  const bar = "#".repeat(filled) + ".".repeat(width - filled);
+  Deno.stderr.writeSync(new TextEncoder().encode(`\r[${bar}] ${done}/${total} ${what.padEnd(40)}`));
+}
