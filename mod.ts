@@ -10,6 +10,17 @@ export type {
   RopeOptions,
 } from "./compiler/dsl.ts";
 export { Graph } from "./compiler/graph.ts";
+export type {
+  AttentionAttrs,
+  Attrs,
+  DType,
+  LinearPart,
+  Node,
+  Op,
+  Param,
+  ParamInit,
+} from "./compiler/graph.ts";
+export type { ElementType, StorageType } from "./wgsl/kernel.ts";
 export { ModelError, PlanError } from "./compiler/errors.ts";
 export { llama, llamaFromHuggingFace, llamaLayer } from "./compiler/models/llama.ts";
 export { lower } from "./compiler/lower.ts";
@@ -26,7 +37,9 @@ export { star } from "./compiler/strategies/star.ts";
 export type { StarOptions } from "./compiler/strategies/star.ts";
 export { ulysses } from "./compiler/strategies/ulysses.ts";
 export { builtinStrategies, strategyByName } from "./compiler/strategies/mod.ts";
+export type { BuiltinOptions } from "./compiler/strategies/mod.ts";
 export { type Gpu, NoAdapterError, openGpu } from "./runtime/device.ts";
+export type { DeviceInfo, OpenGpuOptions } from "./runtime/device.ts";
 export type {
   Executor,
   HostInputs,
@@ -36,7 +49,7 @@ export type {
   WeightSource,
 } from "./runtime/executor.ts";
 export { type Generation, InputError, Session, type SessionOptions } from "./runtime/session.ts";
-export { openPlanSession, readPlanDir } from "./runtime/load.ts";
+export { openPlanSession, type PlanDir, readPlanDir } from "./runtime/load.ts";
 export { criticalPath, NVLINK, PCIE } from "./runtime/timing.ts";
 export type { Link, PhaseTiming, RunTiming } from "./runtime/timing.ts";
 export {

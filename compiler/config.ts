@@ -54,13 +54,14 @@ export interface ModelConfig {
   maxPositions: number;
 }
 
-type Json = Record<string, unknown>;
-
 /**
  * Reads a Hugging Face `config.json` object (Llama, Qwen-2, Yi; transformers 4 and 5 layouts:
  * `rope_theta` at top level or inside `rope_parameters`).
  */
-export function configFromHuggingFace(json: Json, name?: string): ModelConfig {
+export function configFromHuggingFace(
+  json: Record<string, unknown>,
+  name?: string,
+): ModelConfig {
   const where = "config.json";
   const num = (key: string, fallback?: number): number => {
     const v = json[key] ?? fallback;
@@ -71,8 +72,8 @@ export function configFromHuggingFace(json: Json, name?: string): ModelConfig {
   };
   const heads = num("num_attention_heads");
   const hiddenSize = num("hidden_size");
-  const ropeParams = (json.rope_parameters ?? {}) as Json;
-  const scalingJson = (json.rope_scaling ?? ropeParams) as Json | null;
+  const ropeParams = (json.rope_parameters ?? {}) as Record<string, unknown>;
+  const scalingJson = (json.rope_scaling ?? ropeParams) as Record<string, unknown> | null;
   const theta = ropeParams.rope_theta ?? json.rope_theta ?? 10000;
   if (typeof theta !== "number") throw new ModelError(where, "rope_theta", "must be a number");
   const ropeType = scalingJson?.rope_type ?? scalingJson?.type;

@@ -63,7 +63,7 @@ export class ModelBuilder {
   #scopes: string[] = [];
   #layers = 0;
 
-  /** @param graph the graph being recorded */
+  /** A builder recording into `graph`. */
   constructor(readonly graph: Graph) {}
 
   /** Runs `fn` with `name` appended to the scope that errors and listings show. */

@@ -2,8 +2,9 @@
 
 /** A model definition or config that breaks a rule: names the layer, the field and the rule. */
 export class ModelError extends Error {
+  /** The error\'s name. */
   override name = "ModelError";
-  /** @param where layer or scope, e.g. "layers.3.self_attn" @param field the field @param rule what is wrong */
+  /** An error at `where` (a layer or scope) about `field`, breaking `rule`. */
   constructor(readonly where: string, readonly field: string, readonly rule: string) {
     super(`${where}: ${field}: ${rule}`);
   }
@@ -11,5 +12,6 @@ export class ModelError extends Error {
 
 /** A strategy or shape the plan cannot be built for (bad host count, anchor, passing length…). */
 export class PlanError extends Error {
+  /** The error\'s name. */
   override name = "PlanError";
 }

@@ -117,9 +117,9 @@ export class Graph {
   /** Parameters by name. */
   readonly params: Map<string, Param> = new Map();
   /** Id of the output (logits) node; -1 until set. */
-  output = -1;
+  output: number = -1;
 
-  /** @param name display name of the model */
+  /** An empty graph named `name`. */
   constructor(readonly name: string) {}
 
   /** Declares a parameter (or returns the existing one after checking its shape). */

@@ -212,6 +212,7 @@ export interface Plan {
 
 /** Raised when a plan file is unreadable, from another version, or inconsistent. */
 export class PlanFormatError extends Error {
+  /** The error\'s name. */
   override name = "PlanFormatError";
 }
 

@@ -29,6 +29,7 @@ export interface Gpu {
 
 /** Raised when no usable WebGPU adapter exists; the message says how to get one. */
 export class NoAdapterError extends Error {
+  /** The error\'s name. */
   override name = "NoAdapterError";
 }
 

@@ -12,7 +12,7 @@ import type { Executor, HostInputs, RunOptions, RunResult, WeightSource } from "
 import { bufferBytes, checkLimits, fmtBytes, OutOfMemoryError } from "./memory.ts";
 import { type CompiledKernel, compileKernel } from "./pipelines.ts";
 import { bytesPer, decodeElements } from "./run_kernel.ts";
-import { phaseRecords, type PhaseTiming } from "./timing.ts";
+import { phaseRecords } from "./timing.ts";
 
 /** Options of {@linkcode createGpuExecutor}. */
 export interface GpuExecutorOptions {

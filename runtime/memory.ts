@@ -6,6 +6,7 @@ import { bytesPer } from "./run_kernel.ts";
 
 /** Raised when a plan does not fit the device; the message names the buffer or total and a fix. */
 export class OutOfMemoryError extends Error {
+  /** The error\'s name. */
   override name = "OutOfMemoryError";
 }
 

@@ -15,6 +15,7 @@ export interface CompiledKernel {
 
 /** Raised when a device rejects a kernel; carries the compiler's messages. */
 export class KernelCompileError extends Error {
+  /** The error\'s name. */
   override name = "KernelCompileError";
 }
 

@@ -11,6 +11,7 @@ import { createGpuExecutor } from "./gpu_executor.ts";
 
 /** Raised for inputs that do not fit the plan (lengths, token ids, capacity). */
 export class InputError extends Error {
+  /** The error\'s name. */
   override name = "InputError";
 }
 

@@ -8,6 +8,7 @@ import type { Strategy } from "../strategies/strategy.ts";
 
 /** Raised for files the command line cannot use; the message says what to fix. */
 export class UsageError extends Error {
+  /** The error\'s name. */
   override name = "UsageError";
 }
 

@@ -4,7 +4,13 @@ import { configFromHuggingFace, type ModelConfig } from "../config.ts";
 import { defineModel, type ModelBuilder, type ModelDefinition, type Tensor } from "../dsl.ts";
 
 /** One decoder layer: pre-norm attention and gated SiLU MLP, each with a residual. */
-export function llamaLayer(m: ModelBuilder, c: ModelConfig, i: number, h: Tensor, pos: Tensor) {
+export function llamaLayer(
+  m: ModelBuilder,
+  c: ModelConfig,
+  i: number,
+  h: Tensor,
+  pos: Tensor,
+): Tensor {
   const p = `model.layers.${i}`;
   return m.scope(`layers.${i}`, () => {
     const attn = m.scope("self_attn", () => {

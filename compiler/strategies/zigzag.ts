@@ -28,7 +28,6 @@ export function zigzag(): Strategy {
         );
       }
       const chunk = Math.ceil(contextTokens / (2 * hosts));
-      const pad = chunk * 2 * hosts - contextTokens;
       return Array.from({ length: hosts }, (_, h): HostPlan => {
         // Padding fills the last chunks, which are the back chunks of hosts 0, 1, ... in turn.
         const back = 2 * hosts - 1 - h;
