@@ -65,6 +65,11 @@ export async function demoCommand(_values: Options): Promise<number> {
     runs.push(row);
   }
   printTable(runs, vocab);
+  console.log(
+    "\nThe tiny model has random weights: ring, zigzag and ulysses must match dense to rounding;\n" +
+      "star's and APB's errors here say nothing about task accuracy (see docs/QUALITY.md), and on\n" +
+      "a model this small APB's retaining heads cost more than the attention they save.",
+  );
   return exit;
 }
 
