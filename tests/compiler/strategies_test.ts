@@ -252,3 +252,43 @@ Deno.test("processing rows in chunks changes nothing (any chunk size, any strate
     { numRuns: 10 },
   );
 });
+
+Deno.test("anchor rows compute the same KV on every host h ≥ 1 (spec inv. 19)", async () => {
+  const plan = planFor(tiny, apb({ anchor: 5, passing: 3 }), {
+    hosts: 4,
+    contextTokens: 40,
+    queryTokens: 2,
+  });
+  const run = await runPlan(plan, ids(40, vocab), ids(2, vocab, 4), null);
+  const rows = 5 * tiny.config.kvHeads * tiny.config.headDim;
+  const anchors = [];
+  for (const h of [1, 2, 3]) {
+    anchors.push((await run.session.executor.read(`h${h}.k1`)).subarray(0, rows));
+  }
+  assert.deepEqual(anchors[1], anchors[0]);
+  assert.deepEqual(anchors[2], anchors[0]);
+});
+
+Deno.test("more passing rows bring APB closer to dense, down to exact (spec inv. 23)", async () => {
+  const n = 48;
+  const hosts = 4;
+  const { block } = blocks(n, hosts);
+  const anchor = 4;
+  const errors = [];
+  for (const fraction of [0, 0.5, 1]) {
+    let sum = 0;
+    for (const seed of [1, 2, 3, 4]) {
+      const want = (await logits(dense(), 1, n, 0, seed)).prefill;
+      // Host 0 can pass at most block − anchor rows; the others their whole block.
+      const passing = Array.from(
+        { length: hosts },
+        (_, h) => Math.round(fraction * (h === 0 ? block - anchor : block)),
+      );
+      const s = apb({ anchor, passing, queryInAnchor: false, scorer: "random", seed });
+      sum += mapError((await logits(s, hosts, n, 0, seed)).prefill, want);
+    }
+    errors.push(sum / 4);
+  }
+  assert.ok(errors[0] > errors[1] && errors[1] > errors[2], `errors ${errors}`);
+  assert.ok(errors[2] < EXACT);
+});
