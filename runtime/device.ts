@@ -15,6 +15,22 @@ export interface DeviceInfo {
   subgroupMinSize: number;
   /** Largest subgroup size reported by the adapter. */
   subgroupMaxSize: number;
+  /** Subgroup-matrix shapes and types the adapter offers (Dawn only; absent or empty elsewhere). */
+  subgroupMatrixConfigs?: SubgroupMatrixConfig[];
+}
+
+/** One subgroup-matrix configuration: `left` M×K and `right` K×N of `componentType`. */
+export interface SubgroupMatrixConfig {
+  /** Element type of the operands ("i8", "u8", "f16", "f32", ...). */
+  componentType: string;
+  /** Element type of the result ("i32", "u32", "f16", "f32", ...). */
+  resultComponentType: string;
+  /** Rows of the left matrix and the result. */
+  M: number;
+  /** Columns of the right matrix and the result. */
+  N: number;
+  /** Columns of the left, rows of the right matrix. */
+  K: number;
 }
 
 /** An open device with what it was granted. */
@@ -49,10 +65,20 @@ const WANTED_LIMITS = [
 export interface OpenGpuOptions {
   /** Leave out features even when the adapter has them (to test fallbacks). */
   without?: GPUFeatureName[];
+  /**
+   * WebGPU implementation: Deno's built-in wgpu (default) or Dawn's dawn.node (runtime/dawn.ts,
+   * loaded only when chosen), which adds int8 subgroup matrices.
+   */
+  backend?: "deno" | "dawn";
 }
 
 /** Opens the default adapter's device with every useful feature and the adapter's full limits. */
 export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
+  if (options.backend === "dawn") {
+    // Imported here so that the default path never loads the native addon's loader.
+    const { openDawnGpu } = await import("./dawn.ts");
+    return await openDawnGpu({ without: options.without });
+  }
   const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
   if (!gpu) throw new NoAdapterError(noAdapterMessage("navigator.gpu is missing"));
   let adapter: GPUAdapter | null = null;
