@@ -1,0 +1,675 @@
+// Attention with int8 QKᵀ and int8 P·V on subgroup matrices (after SageAttention, arXiv 2410.02367),
+// with the same segment table, GQA sharing and tile skipping as `attention` (attention.ts), so the
+// lowering swaps one family for the other without changing a binding or a size.
+//
+// A workgroup holds 64 (query row, head) pairs of one KV head, 16 per subgroup of 32, and walks the
+// key tiles (64 keys) that some pair of it may see:
+// - Q: each subgroup quantises its 16 pairs with one scale (per block) and keeps them as left
+//   matrices in registers for the whole kernel.
+// - K: a key tile is quantised with one scale per tile after subtracting μ, the mean of the first
+//   key tile the workgroup visits. Softmax is invariant to q·μ, a constant per row; it is added
+//   back to the log-sum-exp at the end from the f32 q, so partial results merge exactly as before.
+//   Subtracting μ removes the channel-wise bias of K that would otherwise use up the int8 range.
+// - S = QKᵀ runs on the tensor cores (i8×i8→i32); scores are dequantised, masked and put through
+//   an online softmax in f32, two lanes per row.
+// - P = exp(s − m) ∈ [0, 1] is quantised with the fixed scale 1/127, V per channel per tile, and
+//   P·V runs on the tensor cores too; the row sums use the same quantised P, so the weights of
+//   each row sum to one exactly. The f32 output accumulators are rescaled per row between tiles.
+// Everything a subgroup matrix cannot do (per-row scaling, masking, exp) goes through a per-subgroup
+// scratch area of workgroup memory.
+
+import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import { paramsWgsl } from "./_params.ts";
+import { declareBindings, storageRound } from "./_storage.ts";
+import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
+import { NEG_INF_WGSL } from "./_neg_inf.ts";
+import { attention, MAX_SEGMENTS } from "./attention.ts";
+import { QMAX, roundHalfEven } from "./quantize.ts";
+
+/** What an `int8_attention` kernel is specialised on. */
+export interface Int8AttentionSpec {
+  /** Head size: a multiple of 32 up to 128. */
+  headDim: number;
+  /** Storage type of the K and V caches. */
+  kv: StorageType;
+  /** Merge into `out`/`lse` by log-sum-exp instead of overwriting (as in `attention`). */
+  accumulate?: boolean;
+  /** Columns of the result matrix: 16 (16×16×32) or 8 (16×8×32). */
+  matrixN: number;
+  /** Subgroup size (32 on NVIDIA). */
+  subgroupSize: number;
+}
+
+const SEGMENT_FIELDS = ["src", "kvStart", "kvCount", "qStart", "qEnd", "causal", "diag"] as const;
+const PAIRS = 64;
+const BLOCK = 16;
+const KEYS = 64;
+const PAD = 16;
+
+// The same uniform struct as `attention`, so a step's sizes fit either family.
+const FIELDS = [
+  ["qRows", "u32"],
+  ["heads", "u32"],
+  ["kvHeads", "u32"],
+  ["qOffset", "u32"],
+  ["outOffset", "u32"],
+  ["scale", "f32"],
+  ["nseg", "u32"],
+  ...Array.from(
+    { length: MAX_SEGMENTS },
+    (_, s) => SEGMENT_FIELDS.map((f) => [`${f}${s}`, f === "diag" ? "i32" : "u32"] as const),
+  ).flat(),
+] as const;
+
+function check(spec: Int8AttentionSpec): void {
+  const d = spec.headDim;
+  if (!(Number.isInteger(d) && d % 32 === 0 && d >= 32 && d <= 128)) {
+    throw new Error(`int8_attention: headDim ${d} must be 32, 64, 96 or 128`);
+  }
+  if (spec.matrixN !== 16 && spec.matrixN !== 8) {
+    throw new Error(`int8_attention: matrixN ${spec.matrixN} must be 16 or 8`);
+  }
+  if (spec.subgroupSize !== 32) {
+    throw new Error(`int8_attention: laid out for subgroups of 32, not ${spec.subgroupSize}`);
+  }
+}
+
+const lines = (n: number, f: (i: number) => string, sep = "\n") =>
+  Array.from({ length: n }, (_, i) => f(i)).join(sep);
+
+function bindings(kv: StorageType): BindingSpec[] {
+  return [
+    { name: "q", access: "read", elem: "f32" },
+    { name: "k0", access: "read", elem: kv },
+    { name: "v0", access: "read", elem: kv },
+    { name: "k1", access: "read", elem: kv },
+    { name: "v1", access: "read", elem: kv },
+    { name: "out", access: "read_write", elem: "f32" },
+    { name: "lse", access: "read_write", elem: "f32" },
+  ];
+}
+
+function segmentWgsl(): string {
+  const cases = Array.from({ length: MAX_SEGMENTS }, (_, s) => {
+    const args = SEGMENT_FIELDS.map((f) => `params.${f}${s}`).join(", ");
+    return `    ${s === MAX_SEGMENTS - 1 ? "default" : `case ${s}u`}: { return Segment(${args}); }`;
+  }).join("\n");
+  return `struct Segment { src: u32, kvStart: u32, kvCount: u32, qStart: u32, qEnd: u32, causal: u32, diag: i32 }
+fn segment(s: u32) -> Segment {
+  switch s {
+${cases}
+  }
+}
+`;
+}
+
+// Workgroup-memory layout, in i32 words.
+function memory(spec: Int8AttentionSpec) {
+  const d = spec.headDim;
+  const rowWords = (d + PAD) / 4; // one key of the K or V tile
+  const pWords = (KEYS + PAD) / 4; // one pair's row of P
+  const kTile = 0;
+  const vTile = KEYS * rowWords;
+  const scratch = 2 * KEYS * rowWords; // per subgroup: BLOCK × KEYS i32 (S, then P·V strips)
+  const scratchWords = BLOCK * KEYS;
+  const pTile = scratch + 4 * scratchWords; // per subgroup: BLOCK × pWords
+  const total = pTile + 4 * BLOCK * pWords;
+  return { rowWords, pWords, kTile, vTile, scratch, scratchWords, pTile, total };
+}
+
+function generateCode(spec: Int8AttentionSpec): string {
+  const d = spec.headDim;
+  const d4 = d / 4;
+  const n = spec.matrixN;
+  const mem = memory(spec);
+  const S = spec.subgroupSize;
+  const left = `subgroup_matrix_left<i8, 32, ${BLOCK}>`;
+  const right = `subgroup_matrix_right<i8, ${n}, 32>`;
+  const result = `subgroup_matrix_result<i32, ${n}, ${BLOCK}>`;
+  const kc = d / 32; // 32-wide slices of the head
+  const keyBlocks = KEYS / n; // result matrices across a key tile
+  const chanBlocks = d / n; // result matrices across the head
+  const perLane = (BLOCK * d) / S; // output accumulators per lane
+  const chunkLoad = (name: string) =>
+    spec.kv === "f32"
+      ? `fn ${name}_vec(row: u32, c: u32) -> vec4<f32> { return ${name}[row * ${d4}u + c]; }`
+      : `fn ${name}_vec(row: u32, c: u32) -> vec4<f32> {
+  let w = ${name}[row * ${d4}u + c];
+  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}`;
+  const vectors = {
+    q: "vec4<f32>",
+    out: "vec4<f32>",
+    ...Object.fromEntries(
+      ["k0", "v0", "k1", "v1"].map((x) => [x, spec.kv === "f32" ? "vec4<f32>" : "vec2<u32>"]),
+    ),
+  };
+  const pvStrips = Math.ceil(chanBlocks / keyBlocks); // P·V results spilled KEYS columns at a time
+  return `enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+diagnostic(off, chromium.subgroup_matrix_uniformity);
+diagnostic(off, subgroup_uniformity);
+${paramsWgsl(FIELDS)}${declareBindings(bindings(spec.kv), vectors)}${NEG_INF_WGSL}
+${chunkLoad("k0")}
+${chunkLoad("v0")}
+${chunkLoad("k1")}
+${chunkLoad("v1")}
+${segmentWgsl()}
+var<workgroup> tile: array<i32, ${mem.total}>;
+var<workgroup> mu: array<vec4<f32>, ${d4}>;
+var<workgroup> vmaxPart: array<vec4<f32>, ${(PAIRS * 4 / d4) * d4}>;
+var<workgroup> vscale: array<vec4<f32>, ${d4}>;
+var<workgroup> red: array<f32, ${(PAIRS * 4) / S}>;
+var<workgroup> rowCorr: array<f32, ${PAIRS}>;
+var<workgroup> rowInv: array<f32, ${PAIRS}>;
+
+fn kv_vec(src: u32, isK: bool, row: u32, c: u32) -> vec4<f32> {
+  if (src == 0u) { return select(v0_vec(row, c), k0_vec(row, c), isK); }
+  return select(v1_vec(row, c), k1_vec(row, c), isK);
+}
+
+fn pack4(v: vec4<f32>) -> i32 {
+  let t = vec4<i32>(clamp(round(v), vec4<f32>(-${QMAX}.0), vec4<f32>(${QMAX}.0)));
+  let b = vec4<u32>(t) & vec4<u32>(0xffu);
+  return bitcast<i32>(b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u));
+}
+
+// Max of x over the workgroup's ${PAIRS * 4} invocations.
+fn workgroup_max(x: f32, sg: u32, lane: u32) -> f32 {
+  let m = subgroupMax(x);
+  workgroupBarrier();
+  if (lane == 0u) { red[sg] = m; }
+  workgroupBarrier();
+  var top = red[0];
+${lines((PAIRS * 4) / S - 1, (i) => `  top = max(top, red[${i + 1}]);`)}
+  return top;
+}
+
+@compute @workgroup_size(${PAIRS * 4})
+fn main(${ENTRY_BUILTINS}) {
+  let group = params.heads / params.kvHeads;
+  let pairs = params.qRows * group;
+  let tilesPerHead = (pairs + ${PAIRS - 1}u) / ${PAIRS}u;
+  let flat = ${FLAT_GROUP};
+  if (flat >= tilesPerHead * params.kvHeads) { return; }
+  let g = flat / tilesPerHead;
+  let firstPair = (flat - g * tilesPerHead) * ${PAIRS}u;
+  let rowLo = firstPair / group;
+  let rowHi = min(firstPair + ${PAIRS - 1}u, pairs - 1u) / group;
+  let sg = lid / ${S}u;
+  let lane = lid % ${S}u;
+  // Softmax and output ownership: lane pair (2r, 2r+1) holds row r of this subgroup's block.
+  let r = lane / 2u;
+  let half = lane % 2u;
+  let pair = firstPair + sg * ${BLOCK}u + r;
+  let valid = pair < pairs;
+  let i = pair / group;
+  let hq = g * group + pair % group;
+  let qRow = (params.qOffset + i) * params.heads + hq;
+
+  // Q block: one scale for the subgroup's 16 pairs; quantised into the K tile area, then held as
+  // left matrices for the whole kernel.
+  var qmax = 0.0;
+  for (var c = half; c < ${d4}u; c += 2u) {
+    if (valid) {
+      let v = q[qRow * ${d4}u + c];
+      qmax = max(qmax, max(max(abs(v.x), abs(v.y)), max(abs(v.z), abs(v.w))));
+    }
+  }
+  qmax = subgroupMax(qmax);
+  let qInv = select(${QMAX}.0 / qmax, 0.0, qmax == 0.0);
+  let qScale = qmax / ${QMAX}.0;
+  let qBase = sg * ${BLOCK}u * ${mem.rowWords}u;
+  for (var c = half; c < ${d4}u; c += 2u) {
+    var v = vec4<f32>();
+    if (valid) { v = q[qRow * ${d4}u + c]; }
+    tile[qBase + r * ${mem.rowWords}u + c] = pack4(v * qInv);
+  }
+  workgroupBarrier();
+${
+    lines(kc, (c) =>
+      `  let qm${c} = subgroupMatrixLoad<${left}, row_major>(&tile, qBase + ${
+        c * 8
+      }u, ${mem.rowWords}u);`)
+  }
+  workgroupBarrier();
+
+${lines(perLane, (e) => `  var o${e} = 0.0;`)}
+  var m = -3.0e38;
+  var l = 0.0;
+  var haveMu = false;
+  // Staging roles: invocation t reads word (t % d/4) of keys t / (d/4), + ${(PAIRS * 4) / d4}, ...
+  let cw = lid % ${d4}u;
+  let kg = lid / ${d4}u;
+  for (var s = 0u; s < params.nseg; s++) {
+    let seg = segment(s);
+    let lo = max(rowLo, seg.qStart);
+    let hi = min(rowHi + 1u, seg.qEnd);
+    if (lo >= hi) { continue; }
+    var keyEnd = i32(seg.kvCount);
+    if (seg.causal != 0u) { keyEnd = min(keyEnd, i32(hi - 1u - seg.qStart) + seg.diag + 1); }
+    var myEnd = 0i;
+    if (valid && i >= seg.qStart && i < seg.qEnd) {
+      myEnd = i32(seg.kvCount);
+      if (seg.causal != 0u) { myEnd = min(myEnd, i32(i - seg.qStart) + seg.diag + 1); }
+    }
+    for (var t0 = 0i; t0 < keyEnd; t0 += ${KEYS}i) {
+      let count = u32(min(${KEYS}i, keyEnd - t0));
+      let first = (seg.kvStart + u32(t0)) * params.kvHeads + g;
+      workgroupBarrier();
+      if (!haveMu) {
+        // μ: the mean of this first tile's keys, fixed for the rest of the workgroup.
+        if (kg == 0u) {
+          var sum = vec4<f32>();
+          for (var j = 0u; j < count; j++) { sum += kv_vec(seg.src, true, first + j * params.kvHeads, cw); }
+          mu[cw] = sum / f32(count);
+        }
+        haveMu = true;
+        workgroupBarrier();
+      }
+      // Pass 1: the K tile's absmax after μ, V's absmax per channel.
+      var kmax = 0.0;
+      var vmax = vec4<f32>();
+      for (var j = kg; j < count; j += ${(PAIRS * 4) / d4}u) {
+        let row = first + j * params.kvHeads;
+        let kv = abs(kv_vec(seg.src, true, row, cw) - mu[cw]);
+        kmax = max(kmax, max(max(kv.x, kv.y), max(kv.z, kv.w)));
+        vmax = max(vmax, abs(kv_vec(seg.src, false, row, cw)));
+      }
+      vmaxPart[kg * ${d4}u + cw] = vmax;
+      let kTop = workgroup_max(kmax, sg, lane);
+      if (kg == 0u) {
+        var vm = vmaxPart[cw];
+        for (var p = 1u; p < ${(PAIRS * 4) / d4}u; p++) { vm = max(vm, vmaxPart[p * ${d4}u + cw]); }
+        vscale[cw] = vm / ${QMAX}.0;
+      }
+      workgroupBarrier();
+      // Pass 2: quantise into the tiles (zero keys past count).
+      let kInv = select(${QMAX}.0 / kTop, 0.0, kTop == 0.0);
+      let vs = vscale[cw];
+      let vInv = select(vec4<f32>(1.0) / vs, vec4<f32>(0.0), vs == vec4<f32>(0.0));
+      for (var j = kg; j < ${KEYS}u; j += ${(PAIRS * 4) / d4}u) {
+        var kq = 0;
+        var vq = 0;
+        if (j < count) {
+          let row = first + j * params.kvHeads;
+          kq = pack4((kv_vec(seg.src, true, row, cw) - mu[cw]) * kInv);
+          vq = pack4(kv_vec(seg.src, false, row, cw) * vInv);
+        }
+        tile[${mem.kTile}u + j * ${mem.rowWords}u + cw] = kq;
+        tile[${mem.vTile}u + j * ${mem.rowWords}u + cw] = vq;
+      }
+      workgroupBarrier();
+      // S = Q·Kᵀ for this subgroup's block.
+      let scratch = ${mem.scratch}u + sg * ${mem.scratchWords}u;
+${
+    lines(keyBlocks, (j) =>
+      `      {
+        var acc: ${result};
+${
+        lines(kc, (c) =>
+          `        acc = subgroupMatrixMultiplyAccumulate(qm${c}, subgroupMatrixLoad<${right}, col_major>(&tile, ${mem.kTile}u + ${
+            j * n
+          }u * ${mem.rowWords}u + ${c * 8}u, ${mem.rowWords}u), acc);`)
+      }
+        subgroupMatrixStore<row_major>(&tile, scratch + ${j * n}u, acc, ${KEYS}u);
+      }`)
+  }
+      workgroupBarrier();
+      // Online softmax, two lanes a row; P quantised with the fixed scale 1/127.
+      let dq = qScale * (kTop / ${QMAX}.0) * params.scale;
+      let rowEnd = myEnd - t0;
+      var top = -3.0e38;
+      for (var j = half * 32u; j < half * 32u + 32u; j++) {
+        if (i32(j) < rowEnd) { top = max(top, f32(tile[scratch + r * ${KEYS}u + j]) * dq); }
+      }
+      top = max(top, subgroupShuffleXor(top, 1u));
+      let mNew = max(m, top);
+      let corr = exp(m - mNew);
+      var sum = 0.0;
+      let pRow = ${mem.pTile}u + sg * ${BLOCK * mem.pWords}u + r * ${mem.pWords}u;
+      for (var w = half * 8u; w < half * 8u + 8u; w++) {
+        var p = vec4<f32>();
+        for (var e = 0u; e < 4u; e++) {
+          let j = 4u * w + e;
+          if (i32(j) < rowEnd) {
+            p[e] = round(exp(f32(tile[scratch + r * ${KEYS}u + j]) * dq - mNew) * ${QMAX}.0);
+          }
+        }
+        sum += p.x + p.y + p.z + p.w;
+        tile[pRow + w] = pack4(p);
+      }
+      sum += subgroupShuffleXor(sum, 1u);
+      if (rowEnd > 0) {
+        l = l * corr + sum / ${QMAX}.0;
+        m = mNew;
+        if (half == 0u) { rowCorr[sg * ${BLOCK}u + r] = corr; }
+      } else if (half == 0u) {
+        rowCorr[sg * ${BLOCK}u + r] = 1.0;
+      }
+      workgroupBarrier();
+      // O = O·corr + (P·V)·vscale/127, ${keyBlocks} result columns of ${n} at a time.
+${
+    lines(pvStrips, (strip) => {
+      const blocks = Array.from({ length: keyBlocks }, (_, b) => strip * keyBlocks + b)
+        .filter((b) => b < chanBlocks);
+      return `      {
+${
+        blocks.map((b) =>
+          `        {
+          var acc: ${result};
+${
+            lines(KEYS / 32, (kk) =>
+              `          acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<${left}, row_major>(&tile, ${mem.pTile}u + sg * ${
+                BLOCK * mem.pWords
+              }u + ${
+                kk * 8
+              }u, ${mem.pWords}u), subgroupMatrixLoad<${right}, row_major>(&tile, ${mem.vTile}u + ${
+                kk * 32
+              }u * ${mem.rowWords}u + ${(b * n) / 4}u, ${mem.rowWords}u), acc);`)
+          }
+          subgroupMatrixStore<row_major>(&tile, scratch + ${
+            (b - strip * keyBlocks) * n
+          }u, acc, ${KEYS}u);
+        }`
+        ).join("\n")
+      }
+        workgroupBarrier();
+${
+        lines(perLane, (e) => {
+          const flatE = e * S; // element index = lane + 32e: row (lane + 32e) / d, column ... % d
+          return `        {
+          let el = lane + ${flatE}u;
+          let col = el % ${d}u;
+          if (col >= ${strip * KEYS}u && col < ${(strip + 1) * KEYS}u) {
+            let row = el / ${d}u;
+            let pv = f32(tile[scratch + row * ${KEYS}u + col - ${strip * KEYS}u]);
+            o${e} = o${e} * rowCorr[sg * ${BLOCK}u + row] + pv * vscale[col / 4u][col % 4u] / ${QMAX}.0;
+          }
+        }`;
+        })
+      }
+        workgroupBarrier();
+      }`;
+    })
+  }
+    }
+  }
+  // Epilogue: out = O / l, lse = m + log l + scale·q·μ (the shift μ took out of every score).
+  var qmu = 0.0;
+  if (haveMu && valid) {
+    for (var c = half; c < ${d4}u; c += 2u) { qmu += dot(q[qRow * ${d4}u + c], mu[c]); }
+  }
+  qmu += subgroupShuffleXor(qmu, 1u);
+  if (half == 0u) { rowInv[sg * ${BLOCK}u + r] = select(1.0 / l, 0.0, l == 0.0); }
+  workgroupBarrier();
+  let fresh = m + log(l) + params.scale * qmu;
+${spec.accumulate ? mergeEpilogue(d, perLane, S) : writeEpilogue(d, perLane, S)}
+}
+`;
+}
+
+// Output element e of a lane is (row, col) = ((lane + 32e) / d, (lane + 32e) % d) of the block.
+function writeEpilogue(d: number, perLane: number, S: number): string {
+  return `${
+    lines(perLane, (e) =>
+      `  {
+    let el = lane + ${e * S}u;
+    let row = el / ${d}u;
+    let p = firstPair + sg * ${BLOCK}u + row;
+    if (p < pairs) {
+      let o = (params.outOffset + p / group) * params.heads + g * group + p % group;
+      out[o * ${d / 4}u + (el % ${d}u) / 4u][el % 4u] = o${e} * rowInv[sg * ${BLOCK}u + row];
+    }
+  }`)
+  }
+  if (valid && half == 0u) {
+    let outRow = (params.outOffset + i) * params.heads + hq;
+    // A runtime bit pattern: Tint rejects an infinite constant.
+    var negInf = NEG_INF_BITS;
+    lse[outRow] = select(fresh, bitcast<f32>(negInf), l == 0.0);
+  }`;
+}
+
+// As attention's merge: a row that saw no key keeps what it had; an old −∞ row is replaced.
+function mergeEpilogue(d: number, perLane: number, S: number): string {
+  return `  if (half == 0u) {
+    var keep = 0.0;
+    var add = 1.0;
+    var merged = fresh;
+    if (valid && l != 0.0) {
+      let old = lse[(params.outOffset + i) * params.heads + hq];
+      if (!is_neg_inf(old)) {
+        merged = max(old, fresh);
+        keep = exp(old - merged);
+        add = exp(fresh - merged);
+      }
+    }
+    // rowCorr now carries the old output's weight, rowInv the new one's (0 for untouched rows).
+    let sum = keep + add;
+    rowCorr[sg * ${BLOCK}u + r] = keep / sum;
+    rowInv[sg * ${BLOCK}u + r] = select(add / sum / l, 0.0, l == 0.0);
+    if (valid && l != 0.0) {
+      lse[(params.outOffset + i) * params.heads + hq] = merged + log(sum);
+    }
+  }
+  workgroupBarrier();
+${
+    lines(perLane, (e) =>
+      `  {
+    let el = lane + ${e * S}u;
+    let row = el / ${d}u;
+    let p = firstPair + sg * ${BLOCK}u + row;
+    if (p < pairs && rowInv[sg * ${BLOCK}u + row] != 0.0) {
+      let o = (params.outOffset + p / group) * params.heads + g * group + p % group;
+      let at = o * ${d / 4}u + (el % ${d}u) / 4u;
+      let w = rowCorr[sg * ${BLOCK}u + row];
+      let old = select(out[at][el % 4u] * w, 0.0, w == 0.0);
+      out[at][el % 4u] = old + o${e} * rowInv[sg * ${BLOCK}u + row];
+    }
+  }`)
+  }`;
+}
+
+/**
+ * The `attention` contract (segment table, GQA, log-sum-exp, optional merge) computed with int8
+ * tensor-core products. The reference reproduces the quantisation block by block (the workgroup's
+ * 64 pairs, 16-pair Q blocks, 64-key tiles, μ of the first tile), so GPU and reference agree to
+ * rounding ties; the error against exact attention is what int8 costs.
+ */
+export const int8Attention: KernelFamily<Int8AttentionSpec> = {
+  name: "int8_attention",
+  key: (spec) =>
+    `int8_attention_d${spec.headDim}_${spec.kv}_n${spec.matrixN}_s${spec.subgroupSize}` +
+    (spec.accumulate ? "_acc" : ""),
+  generate(spec) {
+    check(spec);
+    const mem = memory(spec);
+    const d4 = spec.headDim / 4;
+    return {
+      code: generateCode(spec),
+      entry: "main",
+      workgroupSize: [PAIRS * 4, 1, 1],
+      bindings: bindings(spec.kv),
+      features: ["subgroups", "chromium-experimental-subgroup-matrix"] as GPUFeatureName[],
+      workgroupBytes: 4 * mem.total + 16 * (3 * d4 + (PAIRS * 4 / d4) * d4) +
+        4 * ((PAIRS * 4) / spec.subgroupSize + 2 * PAIRS),
+    };
+  },
+  dispatch(_spec, { qRows, heads, kvHeads }) {
+    return grid2d(Math.ceil((qRows * (heads / kvHeads)) / PAIRS) * kvHeads);
+  },
+  params(spec, sizes) {
+    // Same checks and packing as attention; the struct is the same.
+    return attention.params({ headDim: spec.headDim, kv: spec.kv }, sizes);
+  },
+  reference(spec, sizes, buffers) {
+    int8AttentionReference(spec, sizes, buffers);
+  },
+};
+
+/** Reads a segment table from sizes. */
+function segmentsOf(sizes: Record<string, number>) {
+  return Array.from({ length: sizes.nseg }, (_, s) => ({
+    src: sizes[`src${s}`],
+    kvStart: sizes[`kvStart${s}`],
+    kvCount: sizes[`kvCount${s}`],
+    qStart: sizes[`qStart${s}`],
+    qEnd: sizes[`qEnd${s}`],
+    causal: sizes[`causal${s}`],
+    diag: sizes[`diag${s}`],
+  }));
+}
+
+const f = Math.fround;
+const q8 = (v: number) => Math.max(-QMAX, Math.min(QMAX, roundHalfEven(v)));
+
+/** The kernel's arithmetic in float64 (f32 where rounding decides a code), block by block. */
+function int8AttentionReference(
+  spec: Int8AttentionSpec,
+  sizes: Record<string, number>,
+  buffers: Record<string, Float64Array>,
+): void {
+  const { qRows, heads, kvHeads, qOffset, outOffset } = sizes;
+  const scale = f(sizes.scale);
+  const d = spec.headDim;
+  const group = heads / kvHeads;
+  const pairs = qRows * group;
+  const stored = storageRound(spec.kv);
+  const { q, out, lse } = buffers;
+  const segs = segmentsOf(sizes);
+  const tilesPerHead = Math.ceil(pairs / PAIRS);
+  for (let g = 0; g < kvHeads; g++) {
+    for (let t = 0; t < tilesPerHead; t++) {
+      const firstPair = t * PAIRS;
+      const rowLo = Math.floor(firstPair / group);
+      const rowHi = Math.floor(Math.min(firstPair + PAIRS - 1, pairs - 1) / group);
+      // Per pair: row, head, quantised q and its block scale.
+      const info = Array.from({ length: PAIRS }, (_, x) => {
+        const pair = firstPair + x;
+        const valid = pair < pairs;
+        const i = Math.floor(pair / group);
+        const hq = g * group + (pair % group);
+        return { pair, valid, i, hq, qRow: (qOffset + i) * heads + hq };
+      });
+      const qCodes: Int8Array[] = [];
+      const qScales: number[] = [];
+      for (let b = 0; b < PAIRS / BLOCK; b++) {
+        let qmax = 0;
+        for (let r = 0; r < BLOCK; r++) {
+          const p = info[b * BLOCK + r];
+          if (!p.valid) continue;
+          for (let c = 0; c < d; c++) qmax = Math.max(qmax, Math.abs(q[p.qRow * d + c]));
+        }
+        const inv = qmax === 0 ? 0 : f(QMAX / qmax);
+        for (let r = 0; r < BLOCK; r++) {
+          const p = info[b * BLOCK + r];
+          qCodes.push(
+            Int8Array.from({ length: d }, (_, c) => p.valid ? q8(f(q[p.qRow * d + c] * inv)) : 0),
+          );
+          qScales.push(f(qmax / QMAX));
+        }
+      }
+      const m = new Float64Array(PAIRS).fill(-3.0e38);
+      const l = new Float64Array(PAIRS);
+      const o = Array.from({ length: PAIRS }, () => new Float64Array(d));
+      let mu: Float64Array | null = null;
+      for (const seg of segs) {
+        const lo = Math.max(rowLo, seg.qStart);
+        const hi = Math.min(rowHi + 1, seg.qEnd);
+        if (lo >= hi) continue;
+        let keyEnd = seg.kvCount;
+        if (seg.causal) keyEnd = Math.min(keyEnd, hi - 1 - seg.qStart + seg.diag + 1);
+        const [kb, vb] = seg.src === 0 ? [buffers.k0, buffers.v0] : [buffers.k1, buffers.v1];
+        for (let t0 = 0; t0 < keyEnd; t0 += KEYS) {
+          const count = Math.min(KEYS, keyEnd - t0);
+          const at = (j: number) => ((seg.kvStart + t0 + j) * kvHeads + g) * d;
+          if (!mu) {
+            mu = new Float64Array(d);
+            for (let c = 0; c < d; c++) {
+              let s = 0;
+              for (let j = 0; j < count; j++) s += stored(kb[at(j) + c]);
+              mu[c] = f(s / count);
+            }
+          }
+          let kTop = 0;
+          const vmax = new Float64Array(d);
+          for (let j = 0; j < count; j++) {
+            for (let c = 0; c < d; c++) {
+              kTop = Math.max(kTop, Math.abs(f(stored(kb[at(j) + c]) - mu[c])));
+              vmax[c] = Math.max(vmax[c], Math.abs(stored(vb[at(j) + c])));
+            }
+          }
+          const kInv = kTop === 0 ? 0 : f(QMAX / kTop);
+          const vs = Float64Array.from(vmax, (v) => f(v / QMAX));
+          const kq = Array.from(
+            { length: count },
+            (_, j) =>
+              Int8Array.from(
+                { length: d },
+                (_, c) => q8(f(f(stored(kb[at(j) + c]) - mu![c]) * kInv)),
+              ),
+          );
+          const vq = Array.from(
+            { length: count },
+            (_, j) =>
+              Int8Array.from(
+                { length: d },
+                (_, c) => vs[c] === 0 ? 0 : q8(f(stored(vb[at(j) + c]) * f(1 / vs[c]))),
+              ),
+          );
+          for (let x = 0; x < PAIRS; x++) {
+            const p = info[x];
+            let myEnd = 0;
+            if (p.valid && p.i >= seg.qStart && p.i < seg.qEnd) {
+              myEnd = seg.kvCount;
+              if (seg.causal) myEnd = Math.min(myEnd, p.i - seg.qStart + seg.diag + 1);
+            }
+            const rowEnd = Math.min(myEnd - t0, count);
+            if (rowEnd <= 0) continue;
+            const dq = f(f(qScales[x] * f(kTop / QMAX)) * scale);
+            const scores = Array.from({ length: rowEnd }, (_, j) => {
+              let dot = 0;
+              for (let c = 0; c < d; c++) dot += qCodes[x][c] * kq[j][c];
+              return f(dot * dq);
+            });
+            const mNew = Math.max(m[x], ...scores);
+            const corr = Math.exp(m[x] - mNew);
+            const pq = scores.map((s) => roundHalfEven(Math.exp(s - mNew) * QMAX));
+            l[x] = l[x] * corr + pq.reduce((a, b) => a + b, 0) / QMAX;
+            m[x] = mNew;
+            for (let c = 0; c < d; c++) {
+              let pv = 0;
+              for (let j = 0; j < rowEnd; j++) pv += pq[j] * vq[j][c];
+              o[x][c] = o[x][c] * corr + (pv * vs[c]) / QMAX;
+            }
+          }
+        }
+      }
+      for (let x = 0; x < PAIRS; x++) {
+        const p = info[x];
+        if (!p.valid) continue;
+        let qmu = 0;
+        if (mu) { for (let c = 0; c < d; c++) qmu += q[p.qRow * d + c] * mu[c]; }
+        const row = (outOffset + p.i) * heads + p.hq;
+        const fresh = m[x] + Math.log(l[x]) + scale * qmu;
+        if (!spec.accumulate) {
+          for (let c = 0; c < d; c++) out[row * d + c] = l[x] === 0 ? 0 : o[x][c] / l[x];
+          lse[row] = l[x] === 0 ? -Infinity : fresh;
+          continue;
+        }
+        if (l[x] === 0) continue;
+        const old = lse[row];
+        const merged = old === -Infinity ? fresh : Math.max(old, fresh);
+        const [keep, add] = old === -Infinity
+          ? [0, 1]
+          : [Math.exp(old - merged), Math.exp(fresh - merged)];
+        for (let c = 0; c < d; c++) {
+          const previous = keep === 0 ? 0 : keep * out[row * d + c];
+          out[row * d + c] = (previous + (add * o[x][c]) / l[x]) / (keep + add);
+        }
+        lse[row] = old === -Infinity ? fresh : merged + Math.log(keep + add);
+      }
+    }
+  }
+}
