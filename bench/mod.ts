@@ -7,6 +7,7 @@ type Suite = (values: Options) => Promise<number>;
 
 const suites: Record<string, () => Promise<Suite>> = {
   prefill: () => import("./prefill.ts").then((m) => m.prefillSuite),
+  quality: () => import("./quality.ts").then((m) => m.qualitySuite),
 };
 
 /** Runs the suites named in `names`. */

@@ -39,6 +39,7 @@ export const OPTIONS = {
   eval: { type: "string" },
   samples: { type: "string" },
   help: { type: "boolean", short: "h", default: false },
+  "query-form": { type: "string" },
 } as const;
 
 /** Parsed options. */
