@@ -164,9 +164,9 @@ Deno.test("bench quality, reduced: exact strategies match dense, dense answers, 
     assert.equal(lines.length, 2 + report.rows.length);
     const cells = (line: string) => line.split("|").slice(1, -1).map((c) => c.trim());
     const width = cells(lines[0]).length;
-    assert.equal(width, 11);
+    assert.equal(width, 12);
     for (const line of lines) assert.equal(cells(line).length, width, line);
-    assert.match(lines[2], /^\| dense \| 1 \|.*\| 100\.0% \| 16\/16 \| \(reference\) \|/);
+    assert.match(lines[2], /^\| dense \| 1 \|.*\| 100\.0% \| 16\/16 \| \(reference\) \| – \|/);
     assert.match(lines[3], /^\| ring \| 4 \|.* \(exact\) \|/);
     const row0 = lines.find((l) => l.startsWith("| apb A+P(query)+Q |"))!;
     assert.match(row0, /^\| apb A\+P\(query\)\+Q \| 4 \| 32 \| 16 \| query \| yes \| 0 \|/);
