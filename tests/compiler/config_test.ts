@@ -107,6 +107,17 @@ Deno.test("Hugging Face configs: transformers 4 and 5 layouts, llama3 scaling, Q
   );
 });
 
+Deno.test("transformers 5 puts llama3 scaling in rope_parameters; both layouts read alike", () => {
+  // Llama-3.1's config.json as transformers 5 writes it: no rope_scaling, no top-level rope_theta.
+  const { rope_scaling: scaling, rope_theta: theta, ...rest } = l8 as Record<string, unknown>;
+  const v5 = configFromHuggingFace({
+    ...rest,
+    rope_parameters: { ...(scaling as Record<string, unknown>), rope_theta: theta },
+  });
+  assert.deepEqual(v5.rope, configFromHuggingFace(l8).rope);
+  assert.equal(v5.rope.scaling?.factor, 8);
+});
+
 Deno.test("the IR prints one node a line with shapes and weights", () => {
   const text = llama({ ...tiny, layers: 1 }).graph.toString();
   assert.match(text, /^graph tiny: \d+ nodes, [\d.]+K parameters/);
