@@ -4,7 +4,7 @@
 
 import type { ModelDefinition } from "./dsl.ts";
 import { PlanError } from "./errors.ts";
-import type { Graph, Node } from "./graph.ts";
+import type { Graph, LinearPart, Node } from "./graph.ts";
 import { fuse } from "./passes/fuse.ts";
 import { type MemoryPlan, planMemory } from "./passes/memory.ts";
 import { verify } from "./passes/verify.ts";
@@ -55,6 +55,11 @@ export interface LowerOptions {
   /** Storage type of the KV cache (default f32). */
   kv?: StorageType;
   /**
+   * Largest weight buffer in bytes (default 1 GiB, within common binding limits); larger tensors
+   * are split by rows into several buffers.
+   */
+  maxWeightBytes?: number;
+  /**
    * Rows a host processes at once outside attention (default: as many as keep the widest
    * activation within 128 MiB, at least the extend rows). Bounds activation memory and binding
    * sizes for long contexts; results do not depend on it.
@@ -97,6 +102,32 @@ export interface HostInfo {
   chunkCap: number;
 }
 
+/** Operands of {@linkcode Lowering.matmul}. */
+export interface MatmulArgs {
+  /** Input buffer ([rows, K], contiguous). */
+  a: string;
+  /** Output buffer. */
+  c: string;
+  /** Weight name ([N, K]). */
+  weight: string;
+  /** Bias name ([N]), if any. */
+  bias?: string;
+  /** Rows. */
+  M: Expr;
+  /** Inner size. */
+  K: number;
+  /** First row of a. */
+  aOffset?: Expr;
+  /** Elements between rows of c. */
+  cStride: number;
+  /** Element offset of c[0, 0]. */
+  cOffset: Expr;
+  /** Add into c instead of writing it. */
+  accumulate?: boolean;
+  /** Epilogue activation. */
+  activation?: "none" | "silu";
+}
+
 /** Which program is being lowered. */
 export type Mode = "prefill" | "extend";
 
@@ -129,6 +160,7 @@ export class Lowering {
       weights: options.weights ?? "f32",
       kv: options.kv ?? "f32",
       chunkRows: options.chunkRows ?? 0,
+      maxWeightBytes: options.maxWeightBytes ?? 2 ** 30,
     };
     checkShape(this.opts);
     this.graph = fuse(verify(model.graph));
@@ -147,7 +179,25 @@ export class Lowering {
     }
     this.hosts = plans.map((p, h) => this.#hostInfo(h, p.segments));
     checkConservation(strategy.name, this.hosts, this.opts.contextTokens);
-    for (const [name, p] of this.graph.params) this.#weight(name, [...p.shape], p.init, "model");
+    // Biases follow their weight's split, so that each piece of a split weight has its own.
+    const biasOf = new Map<string, string>();
+    for (const n of this.graph.nodes) {
+      const parts = n.attrs.parts ?? (n.op === "linear" ? [n.attrs as LinearPart] : []);
+      for (const part of parts) if (part.bias) biasOf.set(part.bias, part.weight);
+    }
+    for (const [name, p] of this.graph.params) {
+      if (!biasOf.has(name)) this.#weight(name, [...p.shape], p.init, "model");
+    }
+    for (const [bias, weight] of biasOf) {
+      const rows = this.pieces(weight)[0].count;
+      this.#weight(
+        bias,
+        [...this.graph.params.get(bias)!.shape],
+        this.graph.params.get(bias)!.init,
+        "model",
+        rows,
+      );
+    }
   }
 
   /** Declares (or widens) a buffer; returns its id. */
@@ -223,6 +273,35 @@ export class Lowering {
     return this.buffer(`h${host}.${kind}${layer}`, host, this.opts.kv, elements, "cache");
   }
 
+  /**
+   * c[m, cOffset + n] (+)= act(a[aOffset + m] · W[n] + bias[n]) for weight `weight` ([N, K]),
+   * one dispatch per piece of a split weight.
+   */
+  matmul(pb: ProgramBuilder, host: number, args: MatmulArgs, label: string): void {
+    const bias = args.bias ? this.pieces(args.bias) : undefined;
+    for (const [i, piece] of this.pieces(args.weight).entries()) {
+      const spec = {
+        weight: this.opts.weights,
+        bias: !!bias,
+        accumulate: args.accumulate ?? false,
+        activation: args.activation ?? "none",
+      };
+      const bind: Record<string, string> = { a: args.a, b: piece.buffer, c: args.c };
+      if (bias) bind.bias = bias[i].buffer;
+      const sizes = {
+        M: args.M,
+        N: piece.count,
+        K: args.K,
+        aOffset: args.aOffset ?? 0,
+        cStride: args.cStride,
+        cOffset: typeof args.cOffset === "number"
+          ? args.cOffset + piece.start
+          : `${args.cOffset}+${piece.start}`,
+      };
+      this.dispatch(pb, host, "matmul", spec, sizes, bind, label);
+    }
+  }
+
   /** Buffer of RoPE cos/sin for `node`'s settings. */
   ropeTable(node: Node): string {
     const { rope, headDim } = node.attrs;
@@ -254,14 +333,44 @@ export class Lowering {
     return this.buffer(`h${host}.lse.c${chunk}`, host, "f32", rows * c.heads, "exchange");
   }
 
-  #weight(name: string, shape: number[], init: WeightDecl["init"], source: WeightDecl["source"]) {
+  /**
+   * The buffers holding weight `name` with the rows each holds: one for most tensors, several
+   * for tensors larger than `maxWeightBytes` (split by rows of their first dimension).
+   */
+  pieces(name: string): { buffer: string; start: number; count: number }[] {
+    const found = this.weights.filter((w) => w.name === name);
+    if (!found.length) throw new Error(`internal: no weight ${name}`);
+    return found.map((w) => ({
+      buffer: w.buffer,
+      start: w.rows?.[0] ?? 0,
+      count: w.rows?.[1] ?? w.shape[0],
+    }));
+  }
+
+  #weight(
+    name: string,
+    shape: number[],
+    init: WeightDecl["init"],
+    source: WeightDecl["source"],
+    rowsPerPiece?: number,
+  ) {
     const existing = this.weights.find((w) => w.name === name);
     if (existing) return existing.buffer;
-    const buffer = `w${this.weights.length}`;
-    const elements = shape.reduce((a, b) => a * b, 1);
-    this.buffer(buffer, null, this.opts.weights, elements, "weight");
-    this.weights.push({ name, shape, buffer, init, seed: this.weights.length, source });
-    return buffer;
+    const seed = new Set(this.weights.map((w) => w.name)).size;
+    const rowElements = shape.slice(1).reduce((a, b) => a * b, 1);
+    const rowBytes = rowElements * (this.opts.weights === "f16" ? 2 : 4);
+    const perPiece = rowsPerPiece ??
+      Math.max(1, Math.floor(this.opts.maxWeightBytes / rowBytes));
+    const first = `w${this.weights.length}`;
+    for (let start = 0; start < shape[0]; start += perPiece) {
+      const count = Math.min(perPiece, shape[0] - start);
+      const buffer = `w${this.weights.length}`;
+      this.buffer(buffer, null, this.opts.weights, count * rowElements, "weight");
+      const w: WeightDecl = { name, shape, buffer, init, seed, source };
+      if (count < shape[0]) w.rows = [start, count];
+      this.weights.push(w);
+    }
+    return first;
   }
 
   #hostInfo(index: number, segments: Segment[]): HostInfo {
@@ -414,24 +523,38 @@ function lowerPerToken(L: Lowering, pb: ProgramBuilder, n: Node, h: HostInfo, ch
   };
   const out = L.at(n.id, host, chunk.index);
   const label = `${n.scope} ${n.op}`;
-  const w = (name: string) => L.weights.find((x) => x.name === name)!.buffer;
+  const w = (name: string) => {
+    const pieces = L.pieces(name);
+    if (pieces.length > 1) {
+      throw new PlanError(
+        `${n.scope}: ${name} is larger than one weight buffer may be and cannot be split for ` +
+          `${n.op}; store weights as f16 (--storage f16)`,
+      );
+    }
+    return pieces[0].buffer;
+  };
   switch (n.op) {
     case "embed": {
-      const [vocab, hidden] = g.params.get(n.attrs.weight!)!.shape;
-      L.dispatch(
-        pb,
-        host,
-        "embed",
-        { table: ws },
-        {
-          rows,
-          hidden,
-          vocab,
-          idsOffset: chunk.start,
-        },
-        { ids: `h${host}.ids`, table: w(n.attrs.weight!), out: out.buffer },
-        label,
-      );
+      const hidden = g.params.get(n.attrs.weight!)!.shape[1];
+      // A split table is gathered piece by piece; the first piece zeroes rows of other ids.
+      for (const [i, piece] of L.pieces(n.attrs.weight!).entries()) {
+        L.dispatch(
+          pb,
+          host,
+          "embed",
+          { table: ws },
+          {
+            rows,
+            hidden,
+            vocab: piece.count,
+            idsOffset: chunk.start,
+            vocabOffset: piece.start,
+            zeroMissing: i === 0 ? 1 : 0,
+          },
+          { ids: `h${host}.ids`, table: piece.buffer, out: out.buffer },
+          label,
+        );
+      }
       return;
     }
     case "rmsnorm":
@@ -449,12 +572,17 @@ function lowerPerToken(L: Lowering, pb: ProgramBuilder, n: Node, h: HostInfo, ch
       const K = g.node(n.inputs[0]).cols;
       let col = 0;
       for (const part of parts) {
-        const bias = part.bias !== undefined;
-        const spec = { weight: ws, bias, accumulate: !!n.attrs.accumulate, activation: "none" };
-        const bind: Record<string, string> = { a: contiguous(0), b: w(part.weight), c: out.buffer };
-        if (bias) bind.bias = w(part.bias!);
-        const sizes = { M: rows, N: part.cols, K, aOffset: 0, cStride: out.stride, cOffset: col };
-        L.dispatch(pb, host, "matmul", spec, sizes, bind, `${n.scope} ${part.weight}`);
+        L.matmul(pb, host, {
+          a: contiguous(0),
+          c: out.buffer,
+          weight: part.weight,
+          bias: part.bias,
+          M: rows,
+          K,
+          cStride: out.stride,
+          cOffset: col,
+          accumulate: !!n.attrs.accumulate,
+        }, `${n.scope} ${part.weight}`);
         col += part.cols;
       }
       return;
@@ -536,17 +664,16 @@ class LogitsLowering {
     const vocab = this.node.cols;
     const out = this.#output(h, rows.total, rows.tokens);
     const x = L.at(this.node.inputs[0], h.index, chunk.index);
-    const spec = { weight: L.opts.weights, bias: false, accumulate: false, activation: "none" };
-    const sizes = {
+    L.matmul(pb, h.index, {
+      a: x.buffer,
+      c: out.logits,
+      weight: this.node.attrs.weight!,
       M: rows.count,
-      N: vocab,
       K: L.graph.node(this.node.inputs[0]).cols,
       aOffset: rows.aOffset,
       cStride: vocab,
       cOffset: rows.outRow * vocab,
-    };
-    const b = L.weights.find((w) => w.name === this.node.attrs.weight)!.buffer;
-    L.dispatch(pb, h.index, "matmul", spec, sizes, { a: x.buffer, b, c: out.logits }, "lm_head");
+    }, "lm_head");
   }
 
   /** Emits the argmax of every host's logits; returns where the logits are. */

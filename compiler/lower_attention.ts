@@ -627,47 +627,30 @@ function retainingScores(
     );
   }
   const p = `model.layers.${layer}.self_attn`;
-  const fc1 = L.weight(`${p}.fc1.weight`, [hidden, width], 1 / Math.sqrt(width), "retaining");
-  const fc2 = L.weight(`${p}.fc2.weight`, [c.kvHeads, hidden], 1 / Math.sqrt(hidden), "retaining");
+  const fc1 = `${p}.fc1.weight`;
+  const fc2 = `${p}.fc2.weight`;
+  L.weight(fc1, [hidden, width], 1 / Math.sqrt(width), "retaining");
+  L.weight(fc2, [c.kvHeads, hidden], 1 / Math.sqrt(hidden), "retaining");
   const act = L.buffer(`h${host}.fc1`, host, "f32", h.chunkCap * hidden, "exchange");
-  const mm = (activation: string) => ({
-    weight: L.opts.weights,
-    bias: false,
-    accumulate: false,
-    activation,
-  });
-  L.dispatch(
-    pb,
-    host,
-    "matmul",
-    mm("silu"),
-    {
-      M: rows,
-      N: hidden,
-      K: width,
-      aOffset: 0,
-      cStride: hidden,
-      cOffset: 0,
-    },
-    { a: L.at(cat.id, host, chunk.index).buffer, b: fc1, c: act },
-    `${node.scope} retaining fc1`,
-  );
-  L.dispatch(
-    pb,
-    host,
-    "matmul",
-    mm("none"),
-    {
-      M: rows,
-      N: c.kvHeads,
-      K: hidden,
-      aOffset: 0,
-      cStride: c.kvHeads,
-      cOffset: start * c.kvHeads,
-    },
-    { a: act, b: fc2, c: scoresOf(L, sel) },
-    `${node.scope} retaining scores`,
-  );
+  L.matmul(pb, host, {
+    a: L.at(cat.id, host, chunk.index).buffer,
+    c: act,
+    weight: fc1,
+    M: rows,
+    K: width,
+    cStride: hidden,
+    cOffset: 0,
+    activation: "silu",
+  }, `${node.scope} retaining fc1`);
+  L.matmul(pb, host, {
+    a: act,
+    c: scoresOf(L, sel),
+    weight: fc2,
+    M: rows,
+    K: hidden,
+    cStride: c.kvHeads,
+    cOffset: start * c.kvHeads,
+  }, `${node.scope} retaining scores`);
 }
 
 /**

@@ -31,6 +31,11 @@ export interface WeightDecl {
   seed: number;
   /** Where a checkpoint would provide it: the model, or APB retaining heads. */
   source: "model" | "retaining";
+  /**
+   * Rows [start, count) of the tensor's first dimension this buffer holds, when the tensor is
+   * split because it is larger than one binding may be; absent for a whole tensor.
+   */
+  rows?: [start: number, count: number];
 }
 
 /** What a buffer holds. */

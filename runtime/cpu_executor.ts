@@ -8,6 +8,7 @@ import { hash2 } from "../wgsl/_hash.ts";
 import type { HostBuffers, Sizes } from "../wgsl/kernel.ts";
 import type { Executor, HostInputs, RunOptions, RunResult, WeightSource } from "./executor.ts";
 import { decodeElements } from "./run_kernel.ts";
+import { weightOffset } from "./weights_init.ts";
 
 /** Creates the float64 reference executor of `plan`. */
 export async function createCpuExecutor(plan: Plan, weights: WeightSource): Promise<Executor> {
@@ -21,8 +22,10 @@ export async function createCpuExecutor(plan: Plan, weights: WeightSource): Prom
       continue;
     }
     const seed = hash2(weights.seed >>> 0, w.seed, 0);
+    // A piece of a split tensor continues the whole tensor's stream, so splitting changes nothing.
+    const offset = weightOffset(w);
     target.set(
-      fillRandomHost(plan.storage.weights, target.length, seed, w.init.scale, w.init.bias, 0),
+      fillRandomHost(plan.storage.weights, target.length, seed, w.init.scale, w.init.bias, offset),
     );
   }
   for (const b of plan.buffers) {

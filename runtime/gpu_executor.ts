@@ -13,6 +13,7 @@ import { bufferBytes, checkLimits, fmtBytes, OutOfMemoryError } from "./memory.t
 import { type CompiledKernel, compileKernel } from "./pipelines.ts";
 import { bytesPer, decodeElements } from "./run_kernel.ts";
 import { phaseRecords } from "./timing.ts";
+import { weightElements, weightOffset } from "./weights_init.ts";
 
 /** Options of {@linkcode createGpuExecutor}. */
 export interface GpuExecutorOptions {
@@ -155,13 +156,12 @@ class GpuExecutor implements Executor {
           continue;
         }
         const spec = { elem: this.plan.storage.weights };
-        const count = w.shape.reduce((a, b) => a * b, 1);
         const sizes = {
-          count,
+          count: weightElements(w),
           seed: hash2(this.options.weights.seed >>> 0, w.seed, 0),
           scale: w.init.scale,
           bias: w.init.bias,
-          offset: 0,
+          offset: weightOffset(w),
         };
         const compiled = await compileKernel(device, fillRandom.generate(spec), "fill_random");
         const uniform = device.createBuffer({

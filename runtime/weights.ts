@@ -96,7 +96,11 @@ export function checkpointWeights(
         return null;
       }
       expect(w, at);
-      const values = await at.store.read(at.name, { as: storage, requireFinite: true });
+      const values = await at.store.read(at.name, {
+        as: storage,
+        requireFinite: true,
+        ...(w.rows ? { rows: w.rows } : {}),
+      });
       return new Uint8Array(values.buffer as ArrayBuffer);
     },
   };

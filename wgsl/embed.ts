@@ -1,5 +1,6 @@
 // Token embedding lookup: one invocation per output element, ids beyond the vocabulary give a
-// zero row rather than an out-of-bounds read.
+// zero row rather than an out-of-bounds read. A table too large for one binding is split by rows:
+// each piece gathers the ids in its range; only the first writes zeros for the others.
 
 import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
@@ -17,12 +18,16 @@ const FIELDS: ParamFields = [
   ["hidden", "u32"],
   ["vocab", "u32"],
   ["idsOffset", "u32"],
+  ["vocabOffset", "u32"],
+  ["zeroMissing", "u32"],
 ];
 const WORKGROUP = 256;
 
 /**
- * `out[r, :] = table[ids[idsOffset + r], :]`, or zeros when that id is ≥ vocab. `idsOffset`
- * (default 0) lets a chunk of a prompt read its slice of the host's id buffer.
+ * `out[r, :] = table[ids[idsOffset + r] − vocabOffset, :]` for ids in this table piece
+ * [vocabOffset, vocabOffset + vocab); other ids give zeros when `zeroMissing` (the default) and
+ * leave the row alone otherwise. `idsOffset` (default 0) lets a chunk of a prompt read its slice
+ * of the host's id buffer.
  */
 export const embed: KernelFamily<EmbedSpec> = {
   name: "embed",
@@ -41,10 +46,13 @@ fn main(${ENTRY_BUILTINS}) {
   if (e >= params.rows * params.hidden) { return; }
   let r = e / params.hidden;
   let c = e - r * params.hidden;
-  let id = ids[params.idsOffset + r];
-  var v = 0.0;
-  if (id < params.vocab) { v = load_table(id * params.hidden + c); }
-  out[e] = v;
+  let id = ids[params.idsOffset + r] - params.vocabOffset;
+  // Ids below the piece wrap around to large u32 values and fail the same test.
+  if (id < params.vocab) {
+    out[e] = load_table(id * params.hidden + c);
+  } else if (params.zeroMissing != 0u) {
+    out[e] = 0.0;
+  }
 }
 `;
     return {
@@ -57,14 +65,17 @@ fn main(${ENTRY_BUILTINS}) {
     };
   },
   dispatch: (_spec, sizes) => gridFor(sizes.rows * sizes.hidden, WORKGROUP),
-  params: (_spec, sizes) => packParams("embed", FIELDS, { idsOffset: 0, ...sizes }),
+  params: (_spec, sizes) =>
+    packParams("embed", FIELDS, { idsOffset: 0, vocabOffset: 0, zeroMissing: 1, ...sizes }),
   reference(spec, sizes, { ids, table, out }) {
-    const { rows, hidden, vocab, idsOffset = 0 } = sizes;
+    const { rows, hidden, vocab, idsOffset = 0, vocabOffset = 0, zeroMissing = 1 } = sizes;
     const stored = storageRound(spec.table);
     for (let r = 0; r < rows; r++) {
-      const id = ids[idsOffset + r];
+      const id = ids[idsOffset + r] - vocabOffset;
+      const inPiece = id >= 0 && id < vocab;
+      if (!inPiece && !zeroMissing) continue;
       for (let c = 0; c < hidden; c++) {
-        out[r * hidden + c] = id < vocab ? stored(table[id * hidden + c]) : 0;
+        out[r * hidden + c] = inPiece ? stored(table[id * hidden + c]) : 0;
       }
     }
   },

@@ -7,6 +7,7 @@ import { emitPlan } from "../../compiler/emit.ts";
 import { strategyByName } from "../../compiler/strategies/mod.ts";
 import { readPlanDir } from "../../runtime/load.ts";
 import tiny from "../../examples/tiny.ts";
+import { testGpu } from "../_gpu.ts";
 
 const plan = () =>
   lower(tiny, strategyByName("apb", { anchor: 4, passing: 2 }), {
@@ -56,4 +57,31 @@ Deno.test("size expressions evaluate run-time variables and reject junk", () => 
   assert.equal(evalExpr("(t-1)*4", { t: 3 }), 8);
   assert.throws(() => evalExpr("t/2", { t: 3 }), /trailing/);
   assert.throws(() => evalExpr("x", {}), /unknown variable x/);
+});
+
+Deno.test("weights larger than a buffer may be are split by rows, with identical results", async () => {
+  const { runPlan, ids } = await import("../_runs.ts");
+  const { dense } = await import("../../compiler/strategies/dense.ts");
+  const base = { contextTokens: 20, prefillLogits: "all" as const };
+  const whole = lower(tiny, dense(), base);
+  // lm_head [256, 64] f32 = 64 KiB: 10 KiB pieces split it into 7 buffers of 40 rows.
+  const split = lower(tiny, dense(), { ...base, maxWeightBytes: 10 * 1024 });
+  const pieces = split.weights.filter((w) => w.name === "lm_head.weight");
+  assert.equal(pieces.length, 7);
+  assert.deepEqual(
+    pieces.map((w) => w.rows),
+    [0, 40, 80, 120, 160, 200, 240].map((s) => [s, Math.min(40, 256 - s)]),
+  );
+  const tokens = ids(20, 256);
+  const a = await runPlan(whole, tokens, [], null);
+  const b = await runPlan(split, tokens, [], null);
+  for (const [t, row] of a.prefill) assert.deepEqual(b.prefill.get(t), row);
+  const gpu = await testGpu();
+  if (!gpu) return;
+  // On the GPU too: seeded pieces continue their tensor's stream, gathers and GEMMs add up.
+  const c = await runPlan(whole, tokens, [], gpu);
+  const d = await runPlan(split, tokens, [], gpu);
+  for (const [t, row] of c.prefill) assert.deepEqual(d.prefill.get(t), row);
+  c.session.destroy();
+  d.session.destroy();
 });

@@ -24,3 +24,36 @@ gpuTest("embed copies table rows, zero rows for ids past the vocabulary", async 
     RUNS,
   );
 });
+
+gpuTest(
+  "embed pieces of a split table: each gathers its range, only the first writes zeros",
+  async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 30 }),
+        fc.integer({ min: 1, max: 40 }),
+        fc.integer({ min: 1, max: 20 }),
+        fc.integer({ min: 0, max: 30 }),
+        fc.boolean(),
+        fc.integer(),
+        async (rows, hidden, vocab, vocabOffset, zeroMissing, seed) => {
+          const sizes = {
+            rows,
+            hidden,
+            vocab,
+            idsOffset: 0,
+            vocabOffset,
+            zeroMissing: +zeroMissing,
+          };
+          await expectMatch(embed, { table: "f32" }, sizes, {
+            ids: ints(rows, seed, 0, vocabOffset + vocab + 4),
+            table: floats((vocab + 2) * hidden, seed + 1, -4, 4).map(Math.fround),
+            // What is already there must survive where a piece does not write.
+            out: floats(rows * hidden, seed + 2, -1, 1).map(Math.fround),
+          }, "exact");
+        },
+      ),
+      RUNS,
+    );
+  },
+);
