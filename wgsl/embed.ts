@@ -1,5 +1,6 @@
-// Token embedding lookup: one invocation per output element, ids beyond the vocabulary give a
-// zero row rather than an out-of-bounds read. A table too large for one binding is split by rows:
+// Token embedding lookup: one invocation per output element (four with vec4, which moves 16 bytes
+// of f32 or 8 of f16 per load), ids beyond the vocabulary give a zero row rather than an
+// out-of-bounds read. A table too large for one binding is split by rows:
 // each piece gathers the ids in its range; only the first writes zeros for the others.
 
 import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
@@ -11,6 +12,8 @@ import { ENTRY_BUILTINS, FLAT_GROUP, gridFor } from "./_grid.ts";
 export interface EmbedSpec {
   /** Storage type of the embedding table. */
   table: StorageType;
+  /** Four elements per invocation as vectors (hidden must be a multiple of 4). */
+  vec4?: boolean;
 }
 
 const FIELDS: ParamFields = [
@@ -23,6 +26,44 @@ const FIELDS: ParamFields = [
 ];
 const WORKGROUP = 256;
 
+function embedVec4(table: StorageType) {
+  const bindings: BindingSpec[] = [
+    { name: "ids", access: "read", elem: "u32" },
+    { name: "table", access: "read", elem: table },
+    { name: "out", access: "read_write", elem: "f32" },
+  ];
+  const read = table === "f32"
+    ? "table[(id * params.hidden) / 4u + c]"
+    : "vec4<f32>(unpack2x16float(table[(id * params.hidden) / 4u + c].x), " +
+      "unpack2x16float(table[(id * params.hidden) / 4u + c].y))";
+  const vectors = { table: table === "f32" ? "vec4<f32>" : "vec2<u32>", out: "vec4<f32>" };
+  const code = `${paramsWgsl(FIELDS)}${declareBindings(bindings, vectors)}
+@compute @workgroup_size(${WORKGROUP})
+fn main(${ENTRY_BUILTINS}) {
+  let e = ${FLAT_GROUP} * ${WORKGROUP}u + lid;
+  let width = params.hidden / 4u;
+  if (e >= params.rows * width) { return; }
+  let r = e / width;
+  let c = e - r * width;
+  let id = ids[params.idsOffset + r] - params.vocabOffset;
+  // Ids below the piece wrap around to large u32 values and fail the same test.
+  if (id < params.vocab) {
+    out[e] = ${read};
+  } else if (params.zeroMissing != 0u) {
+    out[e] = vec4<f32>();
+  }
+}
+`;
+  return {
+    code,
+    entry: "main",
+    workgroupSize: [WORKGROUP, 1, 1] as [number, number, number],
+    bindings,
+    features: [],
+    workgroupBytes: 0,
+  };
+}
+
 /**
  * `out[r, :] = table[ids[idsOffset + r] − vocabOffset, :]` for ids in this table piece
  * [vocabOffset, vocabOffset + vocab); other ids give zeros when `zeroMissing` (the default) and
@@ -31,8 +72,9 @@ const WORKGROUP = 256;
  */
 export const embed: KernelFamily<EmbedSpec> = {
   name: "embed",
-  key: (spec) => `embed_${spec.table}`,
+  key: (spec) => `embed_${spec.table}${spec.vec4 ? "_v4" : ""}`,
   generate(spec) {
+    if (spec.vec4) return embedVec4(spec.table);
     const bindings: BindingSpec[] = [
       { name: "ids", access: "read", elem: "u32" },
       { name: "table", access: "read", elem: spec.table },
@@ -64,9 +106,15 @@ fn main(${ENTRY_BUILTINS}) {
       workgroupBytes: 0,
     };
   },
-  dispatch: (_spec, sizes) => gridFor(sizes.rows * sizes.hidden, WORKGROUP),
-  params: (_spec, sizes) =>
-    packParams("embed", FIELDS, { idsOffset: 0, vocabOffset: 0, zeroMissing: 1, ...sizes }),
+  dispatch: (spec, sizes) => gridFor((sizes.rows * sizes.hidden) / (spec.vec4 ? 4 : 1), WORKGROUP),
+  params(spec, sizes) {
+    if (spec.vec4 && sizes.hidden % 4 !== 0) {
+      throw new Error(
+        `embed: the vec4 variant needs hidden to be a multiple of 4, got ${sizes.hidden}`,
+      );
+    }
+    return packParams("embed", FIELDS, { idsOffset: 0, vocabOffset: 0, zeroMissing: 1, ...sizes });
+  },
   reference(spec, sizes, { ids, table, out }) {
     const { rows, hidden, vocab, idsOffset = 0, vocabOffset = 0, zeroMissing = 1 } = sizes;
     const stored = storageRound(spec.table);

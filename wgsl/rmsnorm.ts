@@ -1,5 +1,7 @@
 // RMSNorm: one workgroup per row, a strided sum of squares then a tree reduction in workgroup
-// memory; rows are independent, so the grid is just the row count spread over 2D.
+// memory; rows are independent, so the grid is just the row count spread over 2D. The vec4
+// variant moves 16 bytes per load; its second pass re-reads the row, which the first pass has
+// just brought into L2, so HBM sees one read and one write.
 
 import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
@@ -10,16 +12,69 @@ import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
 export interface RmsnormSpec {
   /** Storage type of the per-column weight. */
   weight: StorageType;
+  /** Four columns per load as vectors (cols must be a multiple of 4). */
+  vec4?: boolean;
 }
 
 const FIELDS: ParamFields = [["rows", "u32"], ["cols", "u32"], ["eps", "f32"]];
 const WORKGROUP = 256;
 
+function rmsnormVec4(weight: StorageType) {
+  const bindings: BindingSpec[] = [
+    { name: "x", access: "read", elem: "f32" },
+    { name: "weight", access: "read", elem: weight },
+    { name: "out", access: "read_write", elem: "f32" },
+  ];
+  const vectors = {
+    x: "vec4<f32>",
+    out: "vec4<f32>",
+    weight: weight === "f32" ? "vec4<f32>" : "vec2<u32>",
+  };
+  const w = weight === "f32"
+    ? "weight[c]"
+    : "vec4<f32>(unpack2x16float(weight[c].x), unpack2x16float(weight[c].y))";
+  const code = `${paramsWgsl(FIELDS)}${declareBindings(bindings, vectors)}
+var<workgroup> partial: array<f32, ${WORKGROUP}>;
+
+@compute @workgroup_size(${WORKGROUP})
+fn main(${ENTRY_BUILTINS}) {
+  let r = ${FLAT_GROUP};
+  if (r >= params.rows) { return; }
+  let width = params.cols / 4u;
+  let base = r * width;
+  var sum = 0.0;
+  for (var c = lid; c < width; c += ${WORKGROUP}u) {
+    let v = x[base + c];
+    sum += dot(v, v);
+  }
+  partial[lid] = sum;
+  for (var stride = ${WORKGROUP / 2}u; stride > 0u; stride >>= 1u) {
+    workgroupBarrier();
+    if (lid < stride) { partial[lid] += partial[lid + stride]; }
+  }
+  workgroupBarrier();
+  let scale = 1.0 / sqrt(partial[0] / f32(params.cols) + params.eps);
+  for (var c = lid; c < width; c += ${WORKGROUP}u) {
+    out[base + c] = x[base + c] * scale * ${w};
+  }
+}
+`;
+  return {
+    code,
+    entry: "main",
+    workgroupSize: [WORKGROUP, 1, 1] as [number, number, number],
+    bindings,
+    features: [],
+    workgroupBytes: WORKGROUP * 4,
+  };
+}
+
 /** `out[r, c] = x[r, c] / sqrt(mean_c(x[r, :]²) + eps) · weight[c]`. */
 export const rmsnorm: KernelFamily<RmsnormSpec> = {
   name: "rmsnorm",
-  key: (spec) => `rmsnorm_${spec.weight}`,
+  key: (spec) => `rmsnorm_${spec.weight}${spec.vec4 ? "_v4" : ""}`,
   generate(spec) {
+    if (spec.vec4) return rmsnormVec4(spec.weight);
     const bindings: BindingSpec[] = [
       { name: "x", access: "read", elem: "f32" },
       { name: "weight", access: "read", elem: spec.weight },
@@ -61,7 +116,14 @@ fn main(${ENTRY_BUILTINS}) {
     };
   },
   dispatch: (_spec, sizes) => grid2d(sizes.rows),
-  params: (_spec, sizes) => packParams("rmsnorm", FIELDS, sizes),
+  params(spec, sizes) {
+    if (spec.vec4 && sizes.cols % 4 !== 0) {
+      throw new Error(
+        `rmsnorm: the vec4 variant needs cols to be a multiple of 4, got ${sizes.cols}`,
+      );
+    }
+    return packParams("rmsnorm", FIELDS, sizes);
+  },
   reference(spec, sizes, { x, weight, out }) {
     const { rows, cols, eps } = sizes;
     const stored = storageRound(spec.weight);

@@ -1,7 +1,9 @@
 // Rotary position embedding, Hugging Face rotate_half convention, written straight into a cache
 // layout. Positions come from a buffer (never from row offsets) and cos/sin from a table made on
 // the host in float64, so the GPU and the reference use the very same angles. Each invocation
-// writes two neighbouring elements, which for an f16 cache is exactly one u32 word.
+// writes two neighbouring elements, which for an f16 cache is exactly one u32 word. The vec4
+// variant writes four elements of each half of a head (the pairs a rotation couples), reading x,
+// the table and writing out 16 bytes at a time (8 for an f16 cache).
 
 import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
@@ -67,6 +69,8 @@ export interface RopeSpec {
   rotate: boolean;
   /** Storage type of `out`. */
   out: StorageType;
+  /** Vector loads and stores: headDim a multiple of 8, inStride and inOffset multiples of 4. */
+  vec4?: boolean;
 }
 
 const FIELDS: ParamFields = [
@@ -103,6 +107,69 @@ function storeWgsl(out: StorageType): string {
     : "out[o] = v0;\n  out[o + 1u] = v1;";
 }
 
+function ropeVec4(spec: RopeSpec) {
+  const bindings: BindingSpec[] = [
+    { name: "x", access: "read", elem: "f32" },
+    ...(spec.rotate
+      ? [
+        { name: "positions", access: "read", elem: "u32" } as const,
+        { name: "table", access: "read", elem: "f32" } as const,
+      ]
+      : []),
+    { name: "out", access: "read_write", elem: spec.out },
+  ];
+  const vectors: Record<string, string> = {
+    x: "vec4<f32>",
+    table: "vec4<f32>",
+    out: spec.out === "f32" ? "vec4<f32>" : "vec2<u32>",
+  };
+  // (cos, sin) of the four frequencies i … i+3 are eight consecutive floats of the table.
+  const rotate = spec.rotate
+    ? `
+  let at = (positions[params.posOffset + r] * half + i) / 2u;
+  let t0 = table[at];
+  let t1 = table[at + 1u];
+  let cs = vec4<f32>(t0.x, t0.z, t1.x, t1.z);
+  let sn = vec4<f32>(t0.y, t0.w, t1.y, t1.w);
+  let first = x1 * cs - x2 * sn;
+  let second = x2 * cs + x1 * sn;`
+    : `
+  let first = x1;
+  let second = x2;`;
+  const store = spec.out === "f32"
+    ? `out[o / 4u] = first;
+  out[(o + half) / 4u] = second;`
+    : `out[o / 4u] = vec2<u32>(pack2x16float(first.xy), pack2x16float(first.zw));
+` +
+      `  out[(o + half) / 4u] = vec2<u32>(pack2x16float(second.xy), pack2x16float(second.zw));`;
+  const code = `${paramsWgsl(FIELDS)}${declareBindings(bindings, vectors)}
+@compute @workgroup_size(${WORKGROUP})
+fn main(${ENTRY_BUILTINS}) {
+  let half = params.headDim / 2u;
+  let quads = half / 4u;
+  let e = ${FLAT_GROUP} * ${WORKGROUP}u + lid;
+  if (e >= params.rows * params.heads * quads) { return; }
+  let rh = e / quads;
+  let i = (e - rh * quads) * 4u;
+  let r = rh / params.heads;
+  let h = rh - r * params.heads;
+  let base = r * params.inStride + params.inOffset + h * params.headDim;
+  let x1 = x[(base + i) / 4u];
+  let x2 = x[(base + half + i) / 4u];${rotate}
+  let o = ((params.outRowOffset + r) * params.heads + h) * params.headDim + i;
+  ${store}
+}
+`;
+  return {
+    code,
+    entry: "main",
+    workgroupSize: [WORKGROUP, 1, 1] as [number, number, number],
+    bindings,
+    features: [],
+    workgroupBytes: 0,
+  };
+}
+
 /**
  * `out[outRowOffset + r, h, i]` = element i of head h of row r of `x` (at
  * `r·inStride + inOffset + h·headDim`), rotated by the angle of `positions[posOffset + r]` when
@@ -110,8 +177,9 @@ function storeWgsl(out: StorageType): string {
  */
 export const rope: KernelFamily<RopeSpec> = {
   name: "rope",
-  key: (spec) => `rope_${spec.rotate ? "rotate" : "copy"}_${spec.out}`,
+  key: (spec) => `rope_${spec.rotate ? "rotate" : "copy"}_${spec.out}${spec.vec4 ? "_v4" : ""}`,
   generate(spec) {
+    if (spec.vec4) return ropeVec4(spec);
     const bindings: BindingSpec[] = [
       { name: "x", access: "read", elem: "f32" },
       ...(spec.rotate
@@ -149,9 +217,17 @@ fn main(${ENTRY_BUILTINS}) {
       workgroupBytes: 0,
     };
   },
-  dispatch: (_spec, s) => gridFor((s.rows * s.heads * s.headDim) / 2, WORKGROUP),
-  params(_spec, sizes) {
+  dispatch: (spec, s) => gridFor((s.rows * s.heads * s.headDim) / (spec.vec4 ? 8 : 2), WORKGROUP),
+  params(spec, sizes) {
     if (sizes.headDim % 2 !== 0) throw new Error(`rope: headDim ${sizes.headDim} must be even`);
+    if (
+      spec.vec4 && (sizes.headDim % 8 !== 0 || sizes.inStride % 4 !== 0 || sizes.inOffset % 4 !== 0)
+    ) {
+      throw new Error(
+        `rope: the vec4 variant needs headDim % 8, inStride % 4 and inOffset % 4 to be 0 ` +
+          `(got ${sizes.headDim}, ${sizes.inStride}, ${sizes.inOffset})`,
+      );
+    }
     return packParams("rope", FIELDS, { posOffset: 0, ...sizes });
   },
   reference(spec, sizes, { x, positions, table, out }) {

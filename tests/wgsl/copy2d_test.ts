@@ -52,3 +52,47 @@ Deno.test("copy2d f16 refuses an odd destination offset or stride", () => {
   throws(() => copy2d.params({ elem: "f16" }, sizes), /even/);
   throws(() => copy2d.params({ elem: "f16" }, { ...sizes, dstOffset: 0, dstStride: 5 }), /even/);
 });
+
+gpuTest(
+  "copy2d vec4 copies 16-byte chunks bit for bit, leaving the rest of dst alone",
+  async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom("f32" as const, "f16" as const, "u32" as const),
+        shape,
+        async (elem, s) => {
+          // Every column count, stride and offset a multiple of the chunk's elements.
+          const lanes = elem === "f16" ? 8 : 4;
+          const up = (n: number) => lanes * Math.ceil(n / lanes);
+          const cols = up(s.cols);
+          const sizes = {
+            rows: s.rows,
+            cols,
+            srcStride: up(cols + s.srcPad),
+            srcOffset: up(s.srcOffset),
+            dstStride: up(cols + s.dstPad),
+            dstOffset: up(s.dstOffset),
+          };
+          const data = (n: number, seed: number) =>
+            elem === "u32"
+              ? ints(n, seed, 0, 2 ** 32 - 1)
+              : elem === "f16"
+              ? toF16(floats(n, seed, -1e4, 1e4))
+              : toF32(floats(n, seed, -1e30, 1e30));
+          await expectMatch(copy2d, { elem, vec4: true }, sizes, {
+            src: data(s.rows * sizes.srcStride + sizes.srcOffset, s.seed),
+            dst: data(s.rows * sizes.dstStride + sizes.dstOffset + lanes, s.seed + 1),
+          }, "exact");
+        },
+      ),
+      RUNS,
+    );
+  },
+);
+
+Deno.test("copy2d vec4 refuses sizes that are not whole 16-byte chunks", () => {
+  const sizes = { rows: 2, cols: 8, srcStride: 8, srcOffset: 0, dstStride: 8, dstOffset: 4 };
+  copy2d.params({ elem: "f32", vec4: true }, sizes);
+  throws(() => copy2d.params({ elem: "f16", vec4: true }, sizes), /multiples of 8/);
+  throws(() => copy2d.params({ elem: "u32", vec4: true }, { ...sizes, cols: 6 }), /multiples of 4/);
+});

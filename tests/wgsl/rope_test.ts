@@ -20,6 +20,7 @@ gpuTest("rope rotates (or copies) into the cache layout", async () => {
       fc.record({
         rotate: fc.boolean(),
         out: fc.constantFrom("f32" as const, "f16" as const),
+        vec4: fc.boolean(),
       }),
       fc.integer({ min: 1, max: 12 }),
       fc.integer({ min: 1, max: 4 }),
@@ -42,6 +43,12 @@ gpuTest("rope rotates (or copies) into the cache layout", async () => {
         config,
         seed,
       ) => {
+        // The vec4 variant needs headDim % 8, inStride % 4 and inOffset % 4 to be 0.
+        if (spec.vec4) {
+          headDim = 8 * Math.ceil(headDim / 8);
+          inOffset = 4 * Math.ceil(inOffset / 4);
+          inPad = 4 * Math.ceil(inPad / 4);
+        }
         const inStride = heads * headDim + inOffset + inPad;
         const maxPositions = 64;
         const sizes = { rows, heads, headDim, inStride, inOffset, outRowOffset, posOffset };
