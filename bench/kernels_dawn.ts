@@ -5,7 +5,8 @@
 // Writes everything to --json FILE (default bench/results/kernels_dawn.json) and prints a table.
 
 import { openGpu } from "../runtime/device.ts";
-import type { Options } from "../compiler/cli/options.ts";
+/** The options this suite reads (a subset of the CLI's). */
+export type DawnBenchOptions = { json?: string; eval?: string };
 import { runKernel } from "../runtime/run_kernel.ts";
 import { compileKernel } from "../runtime/pipelines.ts";
 import { timeInt8Tiles, timePasses } from "../runtime/int8_tune.ts";
@@ -18,7 +19,7 @@ import type { HostBuffers, KernelFamily, Sizes } from "../wgsl/kernel.ts";
 type Row = Record<string, string | number | boolean>;
 
 /** Runs the suite; returns the exit code (1 when a correctness check failed). */
-export async function kernelsDawnSuite(values: Partial<Options> = {}): Promise<number> {
+export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<number> {
   const started = Date.now();
   const gpu = await openGpu({ backend: "dawn" });
   const device = gpu.device;
@@ -40,7 +41,12 @@ export async function kernelsDawnSuite(values: Partial<Options> = {}): Promise<n
   const subgroupSize = gpu.info.subgroupMaxSize || 32;
   const checks: Row[] = [];
   const timings: Row[] = [];
-  const only = (values as { eval?: string }).eval; // e.g. "gemm,attention" to run a subset
+  // Printed as they come, so that a run cut short still reports what it measured.
+  const timed = (row: Row) => {
+    timings.push(row);
+    console.log(`timing ${JSON.stringify(row)}`);
+  };
+  const only = values.eval; // e.g. "gemm,attention" to run a subset
   const want = (what: string) => !only || only.split(",").includes(what);
 
   const record = (row: Row) => {
@@ -176,8 +182,8 @@ export async function kernelsDawnSuite(values: Partial<Options> = {}): Promise<n
       activation: "none",
     } as const;
     for (const output of ["i32", "f32"] as const) {
-      const timed = await timeInt8Tiles(device, { M: 8192, N: 8192, K: 8192 }, { ...base, output });
-      for (const t of timed) timings.push({ what: `GEMM 8192³ ${output}`, ...t });
+      const tiles = await timeInt8Tiles(device, { M: 8192, N: 8192, K: 8192 }, { ...base, output });
+      for (const t of tiles) timed({ what: `GEMM 8192³ ${output}`, ...t });
     }
     const llama: [string, number, number][] = [
       ["qkv 4096→6144", 6144, 4096],
@@ -189,16 +195,15 @@ export async function kernelsDawnSuite(values: Partial<Options> = {}): Promise<n
     for (const M of [8192, 512]) {
       for (const [label, N, K] of llama) {
         if (label.startsWith("lm_head") && M > 512) continue;
-        const timed = await timeInt8Tiles(device, { M, N, K }, { ...base, output: "f32" }, {
+        const tiles = await timeInt8Tiles(device, { M, N, K }, { ...base, output: "f32" }, {
           tiles: M <= 512
             ? ["64x128x64/32x64", "64x64x64/32x32", "128x128x64/64x64", "64x256x32/32x64"]
             : ["128x128x64/64x64", "128x128x64/32x64", "128x256x32/64x64", "256x128x32/64x64"],
         });
-        const best = timed[0];
-        timings.push({
+        timed({
           what: `Llama ${label} M=${M}`,
-          ...best,
-          others: timed.slice(1).map((t) => `${t.tile} ${t.tops.toFixed(0)}`).join("; "),
+          ...tiles[0],
+          others: tiles.slice(1).map((t) => `${t.tile} ${t.tops.toFixed(0)}`).join("; "),
         });
       }
     }
@@ -217,14 +222,14 @@ export async function kernelsDawnSuite(values: Partial<Options> = {}): Promise<n
       q: rows * packedStride(cols) * 4,
       scale: rows * 4,
     });
-    timings.push({
+    timed({
       what: `quantize ${rows}x${cols}`,
       ms,
       gbps: ((rows * cols * 5) / ms / 1e6).toFixed(0),
     });
   }
   if (want("attention")) {
-    for (const tokens of [4096, 16384]) {
+    for (const tokens of [4096, 16384, 32768]) {
       const heads = 32;
       const kvHeads = 8;
       const d = 128;
@@ -261,22 +266,25 @@ export async function kernelsDawnSuite(values: Partial<Options> = {}): Promise<n
         sizes,
         bytes,
       );
-      timings.push({
+      timed({
         what: `int8_attention causal ${tokens} (32/8 heads, d128, f16 KV)`,
         ms: i8ms,
         tflops: (flops / i8ms / 1e9).toFixed(1),
       });
+      if (tokens > 16384) continue;
       const f32ms = await timeFamily(device, attention, { headDim: d, kv: "f16" }, sizes, bytes);
-      timings.push({
+      timed({
         what: `f32 attention causal ${tokens} (same)`,
         ms: f32ms,
         tflops: (flops / f32ms / 1e9).toFixed(1),
       });
     }
   }
-  if (want("events")) timings.push(...await eventLatency(device, matrix, subgroupSize));
+  if (want("events")) {
+    for (const row of await eventLatency(device, matrix, subgroupSize)) timed(row);
+  }
 
-  const file = (values as { json?: string }).json ?? "bench/results/kernels_dawn.json";
+  const file = values.json ?? "bench/results/kernels_dawn.json";
   const result = {
     date: new Date().toISOString(),
     adapter: gpu.info.description,
@@ -598,7 +606,7 @@ if (import.meta.main) {
     args: Deno.args,
     options: { json: { type: "string" }, eval: { type: "string" } },
   });
-  const code = await kernelsDawnSuite(values as Partial<Options>);
+  const code = await kernelsDawnSuite(values);
   // dawn.node keeps the process alive while its GPU object exists.
   Deno.exit(code);
 }

@@ -173,6 +173,7 @@ export async function openDawnGpu(options: DawnOptions = {}): Promise<Gpu> {
   const requiredLimits: Record<string, number> = {};
   for (const name of WANTED_LIMITS) requiredLimits[name] = adapter.limits[name];
   const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
+  patchAsyncPipelines(device);
   device.addEventListener("uncapturederror", (e) => {
     console.error(`dawn: ${(e as GPUUncapturedErrorEvent).error.message}`);
   });
@@ -189,6 +190,21 @@ export async function openDawnGpu(options: DawnOptions = {}): Promise<Gpu> {
       subgroupMaxSize: info.subgroupMaxSize ?? 0,
       subgroupMatrixConfigs: configs,
     },
+  };
+}
+
+/**
+ * dawn.node 0.6.2 under Deno never settles the promise of `createComputePipelineAsync` (measured on
+ * the H100 and on Dawn's null backend; `createComputePipeline` and the other promises work), so
+ * the device's async form is replaced by the synchronous one; errors still reach error scopes.
+ */
+function patchAsyncPipelines(device: GPUDevice): void {
+  device.createComputePipelineAsync = (descriptor: GPUComputePipelineDescriptor) => {
+    try {
+      return Promise.resolve(device.createComputePipeline(descriptor));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   };
 }
 
