@@ -3,7 +3,8 @@
 
 /** WGSL: the −∞ constant and `fn is_neg_inf(x: f32) -> bool`. */
 export const NEG_INF_WGSL = `
-const NEG_INF_BITS = 0xff800000u;
+// A private variable, not a const: Tint (Dawn) rejects a constant expression that evaluates to ∞.
+var<private> NEG_INF_BITS: u32 = 0xff800000u;
 fn is_neg_inf(x: f32) -> bool {
   return bitcast<u32>(x) == NEG_INF_BITS;
 }
