@@ -32,6 +32,8 @@ import {
   type TaskSet,
 } from "./lower_attention.ts";
 import { kernelFamily } from "../wgsl/mod.ts";
+import { defaultInt8Tile } from "../wgsl/int8_matmul.ts";
+import { packedStride } from "../wgsl/quantize.ts";
 import type { BindingSpec, ElementType, StorageType } from "../wgsl/kernel.ts";
 
 /** The shape and storage a plan is lowered for. */
@@ -65,6 +67,20 @@ export interface LowerOptions {
    * sizes for long contexts; results do not depend on it.
    */
   chunkRows?: number;
+  /**
+   * Int8 tensor-core kernels (Dawn subgroup matrices): linear layers become quantize +
+   * int8_matmul (weights quantised per output channel at the start of prefill), attention
+   * int8_attention. The subgroup-matrix shape comes from the adapter (`int8Choice`).
+   */
+  int8?: Int8Choice | null;
+}
+
+/** The int8 kernels a plan uses: subgroup-matrix shape and subgroup size from the adapter. */
+export interface Int8Choice {
+  /** i8×i8→i32 subgroup-matrix shape. */
+  matrix: { m: number; n: number; k: number };
+  /** Subgroup size. */
+  subgroupSize: number;
 }
 
 /** A run of a host's rows processed together outside attention. */
@@ -161,6 +177,7 @@ export class Lowering {
       kv: options.kv ?? "f32",
       chunkRows: options.chunkRows ?? 0,
       maxWeightBytes: options.maxWeightBytes ?? 2 ** 30,
+      int8: options.int8 ?? null,
     };
     checkShape(this.opts);
     this.graph = fuse(verify(model.graph));
@@ -473,6 +490,7 @@ function lowerProgram(L: Lowering, mode: Mode, attention: AttentionLowering): Pr
   const pb = new ProgramBuilder(L.hosts.length, mode);
   const g = L.graph;
   const logits = new LogitsLowering(L, mode, g.node(g.output));
+  if (mode === "prefill" && L.opts.int8) quantizeWeights(L, pb);
   let run: Node[] = [];
   for (const n of g.nodes) {
     if (n.op !== "attention") {
@@ -570,6 +588,21 @@ function lowerPerToken(L: Lowering, pb: ProgramBuilder, n: Node, h: HostInfo, ch
         ? [{ weight: n.attrs.weight!, bias: n.attrs.bias, cols: n.cols }]
         : n.attrs.parts!;
       const K = g.node(n.inputs[0]).cols;
+      if (L.opts.int8) {
+        lowerLinearInt8(
+          L,
+          pb,
+          host,
+          rows,
+          K,
+          contiguous(0),
+          out,
+          parts,
+          !!n.attrs.accumulate,
+          n.scope,
+        );
+        return;
+      }
       let col = 0;
       for (const part of parts) {
         L.matmul(pb, host, {
@@ -636,6 +669,113 @@ function lowerPerToken(L: Lowering, pb: ProgramBuilder, n: Node, h: HostInfo, ch
       );
     default:
       throw new Error(`internal: no lowering for ${n.op}`);
+  }
+}
+
+// --- int8 (Dawn) lowering: kept together so that the f32 path above stays as it was. ---
+
+/** Buffers of a weight quantised per output channel: packed codes and scales. */
+function int8Weight(
+  L: Lowering,
+  name: string,
+): { q: string; s: string; rows: number; cols: number } {
+  const w = L.weights.find((x) => x.name === name)!;
+  const [rows, cols] = w.shape;
+  const stride = packedStride(cols);
+  return {
+    q: L.buffer(`${w.buffer}.q`, null, "i32", rows * stride, "weight"),
+    s: L.buffer(`${w.buffer}.s`, null, "f32", rows, "weight"),
+    rows,
+    cols,
+  };
+}
+
+/** Quantises every linear layer's weight (host 0, first phase of prefill). */
+function quantizeWeights(L: Lowering, pb: ProgramBuilder): void {
+  for (const n of L.graph.nodes) {
+    if (n.op !== "linear" && n.op !== "linear_cat") continue;
+    if (n.id === L.graph.output) continue; // the LM head stays f32
+    const parts = n.op === "linear" ? [{ weight: n.attrs.weight! }] : n.attrs.parts!;
+    for (const part of parts) {
+      const w = L.weights.find((x) => x.name === part.weight)!;
+      const q = int8Weight(L, part.weight);
+      L.dispatch(
+        pb,
+        0,
+        "quantize",
+        { input: L.opts.weights, smooth: "none" },
+        {
+          rows: q.rows,
+          cols: q.cols,
+          xOffset: 0,
+          qStride: packedStride(q.cols),
+        },
+        { x: w.buffer, q: q.q, scale: q.s },
+        `quantize ${part.weight}`,
+      );
+    }
+  }
+}
+
+/** A linear node as per-token activation quantisation + one int8 GEMM per part. */
+function lowerLinearInt8(
+  L: Lowering,
+  pb: ProgramBuilder,
+  host: number,
+  rows: Expr,
+  K: number,
+  input: string,
+  out: { buffer: string; stride: number },
+  parts: { weight: string; bias?: string; cols: number }[],
+  accumulate: boolean,
+  scope: string,
+): void {
+  const choice = L.opts.int8!;
+  const stride = packedStride(K);
+  const cap = L.hosts[host].chunkCap;
+  const qa = L.buffer(`h${host}.qa${stride}`, host, "i32", cap * stride, "activation");
+  const sa = L.buffer(`h${host}.sa`, host, "f32", cap, "activation");
+  L.dispatch(
+    pb,
+    host,
+    "quantize",
+    { input: "f32", smooth: "none" },
+    {
+      rows,
+      cols: K,
+      xOffset: 0,
+      qStride: stride,
+    },
+    { x: input, q: qa, scale: sa },
+    `${scope} quantize`,
+  );
+  let col = 0;
+  for (const part of parts) {
+    const w = int8Weight(L, part.weight);
+    const bias = part.bias !== undefined;
+    const spec = {
+      matrix: choice.matrix,
+      tile: defaultInt8Tile(typeof rows === "number" ? rows : L.opts.extendRows),
+      subgroupSize: choice.subgroupSize,
+      output: "f32",
+      biasType: L.opts.weights,
+      bias,
+      accumulate,
+      activation: "none",
+    };
+    const bind: Record<string, string> = { a: qa, sa, b: w.q, sw: w.s, c: out.buffer };
+    if (bias) bind.bias = L.weights.find((x) => x.name === part.bias)!.buffer;
+    const sizes = {
+      M: rows,
+      N: part.cols,
+      K,
+      kWords: stride,
+      aOffset: 0,
+      cStride: out.stride,
+      cOffset: col,
+    };
+    L.dispatch(pb, host, "int8_matmul", spec, sizes, bind, `${scope} ${part.weight} (int8)`);
+    col += part.cols;
   }
 }
 

@@ -17,6 +17,9 @@ import { gather } from "./gather.ts";
 import { queryScore } from "./query_score.ts";
 import { randomScore } from "./random_score.ts";
 import { fillRandom } from "./fill_random.ts";
+import { quantize } from "./quantize.ts";
+import { int8Matmul } from "./int8_matmul.ts";
+import { int8Attention } from "./int8_attention.ts";
 
 export type * from "./kernel.ts";
 export { embed, type EmbedSpec } from "./embed.ts";
@@ -37,6 +40,9 @@ export { randomScore } from "./random_score.ts";
 export { fillRandom, fillRandomHost, type FillRandomSpec, fillRandomValue } from "./fill_random.ts";
 export { hash1, hash2, unitFromHash } from "./_hash.ts";
 export type { NoSpec } from "./_no_spec.ts";
+export { packedStride, quantize, type QuantizeSpec } from "./quantize.ts";
+export { INT8_TILES, int8Matmul, type Int8MatmulSpec } from "./int8_matmul.ts";
+export { int8Attention, type Int8AttentionSpec } from "./int8_attention.ts";
 
 /** Every kernel family, keyed by its `name` (the name plans use in kernel ids). */
 export const kernelFamilies = {
@@ -56,6 +62,9 @@ export const kernelFamilies = {
   query_score: queryScore,
   random_score: randomScore,
   fill_random: fillRandom,
+  quantize,
+  int8_matmul: int8Matmul,
+  int8_attention: int8Attention,
 } as const;
 
 /** Name of a kernel family, as plans spell it. */
