@@ -19,6 +19,12 @@ export async function benchCommand(names: string[], values: Options): Promise<nu
   }
   let exit = 0;
   for (const name of names) {
+    // --backend dawn: the kernels suite of the int8 tensor-core kernels (bench/kernels_dawn.ts).
+    if (name === "kernels" && values.backend === "dawn") {
+      const { kernelsDawnSuite } = await import("./kernels_dawn.ts");
+      exit = Math.max(exit, await kernelsDawnSuite({ json: values.json, eval: values.eval }));
+      continue;
+    }
     const load = suites[name];
     if (!load) {
       throw new UsageError(

@@ -40,6 +40,7 @@ export const OPTIONS = {
   samples: { type: "string" },
   help: { type: "boolean", short: "h", default: false },
   "query-form": { type: "string" },
+  int8: { type: "boolean", default: false },
 } as const;
 
 /** Parsed options. */
@@ -120,5 +121,8 @@ export function lowerOptionsFrom(values: Options, defaults: { tokens: number }):
   const kv = storage(values, "kv");
   if (weights) options.weights = weights;
   if (kv) options.kv = kv;
+  // --int8 (with --backend dawn): int8 tensor-core kernels. NVIDIA's i8 configuration, 16×16×32
+  // on subgroups of 32; runtime/dawn.ts reports what an adapter offers in subgroupMatrixConfigs.
+  if (values.int8) options.int8 = { matrix: { m: 16, n: 16, k: 32 }, subgroupSize: 32 };
   return options;
 }
