@@ -33,7 +33,7 @@ Deno.test("roundHalfEven is WGSL's round", () => {
     0,
     2,
     2,
-    -0,
+    0,
     -2,
     2,
     3,
