@@ -1,10 +1,17 @@
 // Flash-style attention with the mask given as data: query rows against a list of KV segments,
 // each with its own query range, source buffer and causal offset, so Dense, Ring, Star and APB
-// masks are all one kernel. A workgroup holds 64 (query row, head) pairs of one KV head, so the
-// query heads of a GQA group share each K/V tile staged in workgroup memory. The key tiles a
-// workgroup visits are bounded per segment from its row range, so a tile that no pair of the
-// workgroup may see is never loaded. Softmax is online, in f32, one key at a time; q and the
-// output accumulator are unrolled vec4 registers, generated here rather than left to the driver.
+// masks are all one kernel. A workgroup holds a block of (query row, head) pairs of one KV head, so
+// the query heads of a GQA group share each K/V tile staged in workgroup memory, and visits per
+// segment only the key tiles some pair of the block may see (causal bounds skip whole tiles).
+//
+// Head sizes that are multiples of 4 take the register-tiled path: per key tile, S = Q·Kᵀ is a
+// small GEMM (each invocation owns tq pairs × bkv/tx keys, Q and K staged in d-chunks), the online
+// softmax runs in f32 on log2-scaled scores with exp2 (Q is pre-multiplied by scale·log2 e while
+// staged), the tile's row maximum is combined across the tx invocations of a row in workgroup
+// memory, P goes to workgroup memory, and O += P·V is a second small GEMM (each invocation owns
+// tq pairs × d/tx columns). Row sums stay per invocation until the end. Other head sizes take the
+// generic path: one invocation per pair, one key at a time. Loops inside a tile are unrolled here,
+// in TypeScript, because drivers do not reliably unroll them.
 
 import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
@@ -29,6 +36,43 @@ export interface AttentionSpec {
    * instead of overwriting them; a row that sees no key is then left as it was.
    */
   accumulate?: boolean;
+  /**
+   * Tile parameters of the register-tiled path (head sizes that are multiples of 4); an executor
+   * concern that plans do not record. {@linkcode defaultAttentionTile} when absent.
+   */
+  tile?: AttentionTile;
+}
+
+/**
+ * Blocking of the register-tiled attention path. A workgroup has tx·ty invocations and holds
+ * tq·ty (query row, head) pairs; invocation (tx, ty) owns pairs ty·tq … ty·tq + tq − 1, keys
+ * tx + j·tx of each key tile, and head columns 4·(tx + c·tx) … + 3.
+ */
+export interface AttentionTile {
+  /** Invocations across keys and head columns; a multiple of 4. */
+  tx: number;
+  /** Invocations across pairs. */
+  ty: number;
+  /** Pairs per invocation; a multiple of 4. */
+  tq: number;
+  /** Keys per K/V tile; a multiple of tx and of vk. */
+  bkv: number;
+  /** Head elements per staged Q/K chunk; a multiple of 4. */
+  dk: number;
+  /** Keys per staged V chunk; a multiple of 4. */
+  vk: number;
+}
+
+/**
+ * The tile of a spec without one: small (under 4 KiB of workgroup memory for d 128) so that it
+ * compiles quickly on software adapters and fits the WebGPU default limits; `keysPerTile`, when
+ * given, sets its keys per tile (rounded up to a multiple of 8). Plans record no tile: the
+ * executor asks runtime/autotune.ts for the tile of each dispatch.
+ */
+export function defaultAttentionTile(spec: AttentionSpec): AttentionTile {
+  const tx = 8;
+  const bkv = spec.keysPerTile ? Math.ceil(spec.keysPerTile / tx) * tx : 8;
+  return { tx, ty: 2, tq: 4, bkv, dk: 8, vk: 4 };
 }
 
 /** The most KV segments one dispatch takes. */
@@ -239,6 +283,298 @@ ${
 `;
 }
 
+// ---- Register-tiled path ---------------------------------------------------------------------
+
+/** Workgroup bytes of the register-tiled path: Q, K and V chunks, P, and the row reductions. */
+function flashLayout(spec: AttentionSpec, t: AttentionTile) {
+  const bq = t.ty * t.tq;
+  const dPad = Math.ceil(spec.headDim / (4 * t.tx)) * 4 * t.tx;
+  const qkStride = t.dk / 4 + 1;
+  const pStride = t.bkv / 4 + 1;
+  const bytes = 16 *
+    (bq * qkStride + t.bkv * qkStride + t.vk * (dPad / 4) + bq * pStride + t.tx * (bq / 4));
+  return { bq, dPad, qkStride, pStride, bytes, tk: t.bkv / t.tx, td4: dPad / 4 / t.tx };
+}
+
+function checkFlashTile(spec: AttentionSpec, t: AttentionTile): void {
+  const ok = [t.tx, t.ty, t.tq, t.bkv, t.dk, t.vk].every((v) => Number.isInteger(v) && v > 0) &&
+    t.tx % 4 === 0 && t.tq % 4 === 0 && t.bkv % t.tx === 0 && t.bkv % t.vk === 0 &&
+    t.dk % 4 === 0 && t.vk % 4 === 0 && t.tx * t.ty <= 1024;
+  if (!ok) throw new Error(`attention: invalid tile ${JSON.stringify(t)} for d ${spec.headDim}`);
+}
+
+function flashCode(spec: AttentionSpec, t: AttentionTile): string {
+  const d = spec.headDim;
+  const d4 = d / 4;
+  const L = flashLayout(spec, t);
+  const { bq, tk, td4 } = L;
+  const threads = t.tx * t.ty;
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const lines = (n: number, f: (i: number) => string) => range(n).map(f).join("\n");
+  const kvVec = spec.kv === "f32" ? "vec4<f32>" : "vec2<u32>";
+  const bindings = attentionBindings(spec.kv);
+  const vectors = { q: "vec4<f32>", out: "vec4<f32>", k0: kvVec, v0: kvVec, k1: kvVec, v1: kvVec };
+  const kvRead = (name: string) =>
+    spec.kv === "f32"
+      ? `${name}[row * ${d4}u + c]`
+      : `vec4<f32>(unpack2x16float(${name}[row * ${d4}u + c].x), unpack2x16float(${name}[row * ${d4}u + c].y))`;
+  // Staging loops: `count` items over the workgroup, unrolled; `body` sees `e` and `ok`.
+  const staged = (count: number, body: string) =>
+    range(Math.ceil(count / threads)).map((q) => {
+      const guard = (q + 1) * threads > count ? `if (e < ${count}u) ` : "";
+      return `    { let e = lid + ${q * threads}u; ${guard}{\n${body}\n    } }`;
+    }).join("\n");
+  const dq = t.dk / 4;
+  const stageQK = `
+    workgroupBarrier();
+${
+    staged(
+      bq * dq,
+      `      let r = e / ${dq}u;
+      let c = dc / 4u + e % ${dq}u;
+      let pair = firstPair + r;
+      var v = vec4<f32>();
+      if (pair < pairs && c < ${d4}u) {
+        v = q[((params.qOffset + pair / group) * params.heads + g * group + pair % group) * ${d4}u + c] * scale2;
+      }
+      qTile[r][e % ${dq}u] = v;`,
+    )
+  }
+${
+    staged(
+      t.bkv * dq,
+      `      let key = e / ${dq}u;
+      let c = dc / 4u + e % ${dq}u;
+      var v = vec4<f32>();
+      if (i32(t0 + key) < keyEnd && c < ${d4}u) {
+        let row = (seg.kvStart + t0 + key) * params.kvHeads + g;
+        if (seg.src == 0u) { v = ${kvRead("k0")}; } else { v = ${kvRead("k1")}; }
+      }
+      kTile[key][e % ${dq}u] = v;`,
+    )
+  }
+    workgroupBarrier();`;
+  const scoreChunk = range(dq).map((c) =>
+    [
+      ...range(tk).map((j) => `      let k${j} = kTile[tx + ${j * t.tx}u][${c}];`),
+      ...range(t.tq).flatMap((i) => [
+        `      let q${i} = qTile[ty * ${t.tq}u + ${i}u][${c}];`,
+        ...range(tk).map((j) =>
+          `      s${i}_${j} = fma(q${i}.w, k${j}.w, fma(q${i}.z, k${j}.z, fma(q${i}.y, k${j}.y, fma(q${i}.x, k${j}.x, s${i}_${j}))));`
+        ),
+      ]),
+    ].join("\n")
+  ).map((block) => `      {\n${block}\n      }`).join("\n");
+  const vChunks = range(t.bkv / t.vk).map((vc) => {
+    const stage = staged(
+      t.vk * (L.dPad / 4),
+      `      let key = ${vc * t.vk}u + e / ${L.dPad / 4}u;
+      let c = e % ${L.dPad / 4}u;
+      var v = vec4<f32>();
+      if (i32(t0 + key) < keyEnd && c < ${d4}u) {
+        let row = (seg.kvStart + t0 + key) * params.kvHeads + g;
+        if (seg.src == 0u) { v = ${kvRead("v0")}; } else { v = ${kvRead("v1")}; }
+      }
+      vTile[e / ${L.dPad / 4}u][c] = v;`,
+    );
+    const body = range(t.vk / 4).map((kq) => {
+      const ps = range(t.tq).map((i) =>
+        `        let p${i} = pTile[ty * ${t.tq}u + ${i}u][${(vc * t.vk) / 4 + kq}];`
+      );
+      const fmas = range(4).flatMap((kk) => [
+        ...range(td4).map((c) =>
+          `        let v${kk}_${c} = vTile[${kq * 4 + kk}][tx + ${c * t.tx}u];`
+        ),
+        ...range(t.tq).flatMap((i) =>
+          range(td4).map((c) =>
+            `        o${i}_${c} = fma(vec4<f32>(p${i}[${kk}]), v${kk}_${c}, o${i}_${c});`
+          )
+        ),
+      ]);
+      return `      {\n${[...ps, ...fmas].join("\n")}\n      }`;
+    }).join("\n");
+    return `      workgroupBarrier();\n${stage}\n      workgroupBarrier();\n${body}`;
+  }).join("\n");
+  const rowq = (f: (q: number) => string) => lines(t.tq / 4, f);
+  return `${paramsWgsl(FIELDS)}${declareBindings(bindings, vectors)}${NEG_INF_WGSL}${segmentWgsl()}
+const NEG_BIG = -3.0e38;
+var<workgroup> qTile: array<array<vec4<f32>, ${L.qkStride}>, ${bq}>;
+var<workgroup> kTile: array<array<vec4<f32>, ${L.qkStride}>, ${t.bkv}>;
+var<workgroup> vTile: array<array<vec4<f32>, ${L.dPad / 4}>, ${t.vk}>;
+var<workgroup> pTile: array<array<vec4<f32>, ${L.pStride}>, ${bq}>;
+var<workgroup> red: array<array<vec4<f32>, ${bq / 4}>, ${t.tx}>;
+
+@compute @workgroup_size(${threads})
+fn main(${ENTRY_BUILTINS}) {
+  let group = params.heads / params.kvHeads;
+  let pairs = params.qRows * group;
+  let tilesPerHead = (pairs + ${bq - 1}u) / ${bq}u;
+  let flat = ${FLAT_GROUP};
+  if (flat >= tilesPerHead * params.kvHeads) { return; }
+  let g = flat / tilesPerHead;
+  // Last pair blocks first: under a causal mask they see the most keys, so the tail of the
+  // dispatch is made of short workgroups.
+  let firstPair = (tilesPerHead - 1u - (flat - g * tilesPerHead)) * ${bq}u;
+  let rowLo = firstPair / group;
+  let rowHi = min(firstPair + ${bq - 1}u, pairs - 1u) / group;
+  let tx = lid % ${t.tx}u;
+  let ty = lid / ${t.tx}u;
+  let scale2 = params.scale * 1.4426950408889634;
+${lines(t.tq, (i) => `  let row${i} = (firstPair + ty * ${t.tq}u + ${i}u) / group;`)}
+${lines(t.tq, (i) => `  let valid${i} = firstPair + ty * ${t.tq}u + ${i}u < pairs;`)}
+${lines(t.tq, (i) => `  var m${i} = NEG_BIG;\n  var l${i} = 0.0;`)}
+${lines(t.tq, (i) => lines(td4, (c) => `  var o${i}_${c} = vec4<f32>();`))}
+  for (var s = 0u; s < params.nseg; s++) {
+    let seg = segment(s);
+    let lo = max(rowLo, seg.qStart);
+    let hi = min(rowHi + 1u, seg.qEnd);
+    if (lo >= hi) { continue; }
+    // Keys [0, keyEnd) are visible to some pair of this workgroup; [0, limit_i) to pair i.
+    var keyEnd = i32(seg.kvCount);
+    if (seg.causal != 0u) { keyEnd = min(keyEnd, i32(hi - 1u - seg.qStart) + seg.diag + 1); }
+${
+    lines(t.tq, (i) =>
+      `    var limit${i} = 0i;
+    if (valid${i} && row${i} >= seg.qStart && row${i} < seg.qEnd) {
+      limit${i} = i32(seg.kvCount);
+      if (seg.causal != 0u) { limit${i} = min(limit${i}, i32(row${i} - seg.qStart) + seg.diag + 1); }
+    }`)
+  }
+    for (var tile = 0i; tile < keyEnd; tile += ${t.bkv}i) {
+      let t0 = u32(tile);
+${lines(t.tq, (i) => lines(tk, (j) => `      var s${i}_${j} = 0.0;`))}
+      for (var dc = 0u; dc < ${L.dPad}u; dc += ${t.dk}u) {${stageQK}
+${scoreChunk}
+      }
+      // Mask, then this tile's maximum of each pair across the tx invocations that share it.
+${
+    lines(t.tq, (i) =>
+      lines(tk, (j) =>
+        `      let vis${i}_${j} = tile + ${j * t.tx}i + i32(tx) < limit${i};\n` +
+        `      s${i}_${j} = select(NEG_BIG, s${i}_${j}, vis${i}_${j});`))
+  }
+${
+    rowq((q) =>
+      `      red[tx][ty * ${t.tq / 4}u + ${q}u] = vec4<f32>(${
+        range(4).map((r) => {
+          const i = q * 4 + r;
+          return range(tk).map((j) => `s${i}_${j}`).reduce((a, b) => `max(${a}, ${b})`);
+        }).join(", ")
+      });`
+    )
+  }
+      workgroupBarrier();
+${rowq((q) => `      var top${q} = red[0][ty * ${t.tq / 4}u + ${q}u];`)}
+      for (var x = 1u; x < ${t.tx}u; x++) {
+${rowq((q) => `        top${q} = max(top${q}, red[x][ty * ${t.tq / 4}u + ${q}u]);`)}
+      }
+${
+    lines(t.tq, (i) => {
+      const top = `top${Math.floor(i / 4)}[${i % 4}]`;
+      return `      {
+        let mNew = max(m${i}, ${top});
+        let alpha = exp2(m${i} - mNew);
+        m${i} = mNew;
+${lines(td4, (c) => `        o${i}_${c} *= alpha;`)}
+${
+        lines(
+          tk,
+          (j) =>
+            `        let p${j} = select(0.0, exp2(s${i}_${j} - mNew), vis${i}_${j});\n` +
+            `        pTile[ty * ${t.tq}u + ${i}u][(tx + ${j * t.tx}u) / 4u][tx % 4u] = p${j};`,
+        )
+      }
+        l${i} = l${i} * alpha + ${range(tk).map((j) => `p${j}`).join(" + ")};
+      }`;
+    })
+  }
+${vChunks}
+    }
+  }
+  // Row sums: each invocation holds the sum over its own keys.
+  workgroupBarrier();
+${
+    rowq((q) =>
+      `  red[tx][ty * ${t.tq / 4}u + ${q}u] = vec4<f32>(${
+        range(4).map((r) => `l${q * 4 + r}`).join(", ")
+      });`
+    )
+  }
+  workgroupBarrier();
+${rowq((q) => `  var sum${q} = vec4<f32>();`)}
+  for (var x = 0u; x < ${t.tx}u; x++) {
+${rowq((q) => `    sum${q} += red[x][ty * ${t.tq / 4}u + ${q}u];`)}
+  }
+${flashEpilogue(spec, t, td4)}
+}
+`;
+}
+
+// Writes (or merges) the pairs of this invocation: its columns of out, and lse from tx 0.
+function flashEpilogue(spec: AttentionSpec, t: AttentionTile, td4: number): string {
+  const d4 = spec.headDim / 4;
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const cols = (f: (c: number, col: string) => string) =>
+    range(td4).map((c) => {
+      const col = `tx + ${c * t.tx}u`;
+      return `    if (${col} < ${d4}u) { ${f(c, col)} }`;
+    }).join("\n");
+  const rows = range(t.tq).map((i) =>
+    `  let outRow${i} = (params.outOffset + row${i}) * params.heads + g * group + ` +
+    `(firstPair + ty * ${t.tq}u + ${i}u) % group;\n` +
+    `  let total${i} = sum${Math.floor(i / 4)}[${i % 4}];`
+  ).join("\n");
+  if (!spec.accumulate) {
+    return rows + "\n" + range(t.tq).map((i) =>
+      `  if (valid${i}) {
+    let inv = select(1.0 / total${i}, 0.0, total${i} == 0.0);
+${cols((c, col) => `out[outRow${i} * ${d4}u + ${col}] = o${i}_${c} * inv;`)}
+    if (tx == 0u) {
+      lse[outRow${i}] = select((m${i} + log2(total${i})) * 0.6931471805599453, bitcast<f32>(NEG_INF_BITS), total${i} == 0.0);
+    }
+  }`
+    ).join("\n");
+  }
+  // Merge by log-sum-exp. Every invocation of a row reads the old lse before tx 0 rewrites it
+  // (hence the barrier); a row that saw no key keeps what it had, and an old −∞ row is replaced
+  // without reading its out, which may hold anything.
+  const reads = range(t.tq).map((i) =>
+    `  var old${i} = 0.0;\n  if (valid${i}) { old${i} = lse[outRow${i}]; }`
+  ).join("\n");
+  return `${rows}\n${reads}\n  workgroupBarrier();\n` +
+    range(t.tq).map((i) =>
+      `  if (valid${i} && total${i} > 0.0) {
+    let fresh = (m${i} + log2(total${i})) * 0.6931471805599453;
+    var keep = 0.0;
+    var add = 1.0;
+    var merged = fresh;
+    if (!is_neg_inf(old${i})) {
+      merged = max(old${i}, fresh);
+      keep = exp(old${i} - merged);
+      add = exp(fresh - merged);
+    }
+    let weight = add / (total${i} * (keep + add));
+    let oldWeight = keep / (keep + add);
+${
+        cols(
+          (c, col) =>
+            `let at = outRow${i} * ${d4}u + ${col}; var prev = vec4<f32>(); if (keep > 0.0) { prev = out[at] * oldWeight; } out[at] = prev + o${i}_${c} * weight;`,
+        )
+      }
+    if (tx == 0u) { lse[outRow${i}] = merged + log(keep + add); }
+  }`
+    ).join("\n");
+}
+
+/** Whether `spec` takes the register-tiled path (head sizes that are multiples of 4). */
+function tiled(spec: AttentionSpec): boolean {
+  return spec.headDim % 4 === 0;
+}
+
+function tileOf(spec: AttentionSpec): AttentionTile {
+  return spec.tile ?? defaultAttentionTile(spec);
+}
+
 function attentionBindings(kv: StorageType): BindingSpec[] {
   return [
     { name: "q", access: "read", elem: "f32" },
@@ -285,10 +621,26 @@ export const attention: KernelFamily<AttentionSpec> = {
   name: "attention",
   key: (spec) =>
     `attention_d${spec.headDim}_${spec.kv}${spec.keysPerTile ? `_bk${spec.keysPerTile}` : ""}` +
-    (spec.accumulate ? "_acc" : ""),
+    (spec.accumulate ? "_acc" : "") +
+    (spec.tile
+      ? `_t${spec.tile.tx}x${spec.tile.ty}x${spec.tile.tq}_k${spec.tile.bkv}` +
+        `_d${spec.tile.dk}_v${spec.tile.vk}`
+      : ""),
   generate(spec) {
     if (!(Number.isInteger(spec.headDim) && spec.headDim >= 1 && spec.headDim <= 256)) {
       throw new Error(`attention: headDim ${spec.headDim} is not an integer in [1, 256]`);
+    }
+    if (tiled(spec)) {
+      const t = tileOf(spec);
+      checkFlashTile(spec, t);
+      return {
+        code: flashCode(spec, t),
+        entry: "main",
+        workgroupSize: [t.tx * t.ty, 1, 1],
+        bindings: attentionBindings(spec.kv),
+        features: [],
+        workgroupBytes: flashLayout(spec, t).bytes,
+      };
     }
     const bk = keysPerTile(spec);
     if (!(Number.isInteger(bk) && bk >= 1)) {
@@ -303,8 +655,9 @@ export const attention: KernelFamily<AttentionSpec> = {
       workgroupBytes: 2 * bk * Math.ceil(spec.headDim / 4) * 16,
     };
   },
-  dispatch(_spec, { qRows, heads, kvHeads }) {
-    return grid2d(Math.ceil((qRows * (heads / kvHeads)) / PAIRS) * kvHeads);
+  dispatch(spec, { qRows, heads, kvHeads }) {
+    const block = tiled(spec) ? tileOf(spec).ty * tileOf(spec).tq : PAIRS;
+    return grid2d(Math.ceil((qRows * (heads / kvHeads)) / block) * kvHeads);
   },
   params(_spec, sizes) {
     if (!(sizes.kvHeads > 0 && sizes.heads % sizes.kvHeads === 0)) {

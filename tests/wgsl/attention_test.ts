@@ -1,6 +1,6 @@
-import { ok, throws } from "node:assert/strict";
+import { equal, ok, throws } from "node:assert/strict";
 import fc from "fast-check";
-import { attention, type AttentionSpec } from "../../wgsl/attention.ts";
+import { attention, type AttentionSpec, type AttentionTile } from "../../wgsl/attention.ts";
 import { runKernel } from "../../runtime/run_kernel.ts";
 import {
   assertClose,
@@ -37,11 +37,23 @@ const segment = (kvRows: number, qRows: number) =>
     qEnd: s.qStart + Math.round(qShare * (qRows - s.qStart)),
   }));
 
+// Tiles of the register-tiled path (head sizes that are multiples of 4), small enough to compile
+// quickly on GL llvmpipe and to give several key tiles per segment even at these sizes; between
+// them: one and several invocations per row, fewer and more invocations than staged elements,
+// head columns padded (d 8, 16, 48 are not multiples of 4·tx).
+const TILES: AttentionTile[] = [
+  { tx: 4, ty: 2, tq: 4, bkv: 4, dk: 4, vk: 4 },
+  { tx: 4, ty: 1, tq: 4, bkv: 8, dk: 8, vk: 4 },
+  { tx: 8, ty: 2, tq: 4, bkv: 8, dk: 4, vk: 8 },
+];
+
 const problem = fc.record({
   headDim: fc.constantFrom(5, 6, 8, 16, 32, 48, 64),
   kv: fc.constantFrom("f32" as const, "f16" as const),
-  // Small tiles give several key tiles per segment even at these small sizes.
+  // Small tiles give several key tiles per segment even at these small sizes: keysPerTile for the
+  // generic path (head sizes 5 and 6), a tile for the register-tiled one.
   keysPerTile: fc.constantFrom(4, 8),
+  tile: fc.constantFrom(...TILES),
   accumulate: fc.boolean(),
   group: fc.constantFrom(1, 2, 4),
   kvHeads: fc.integer({ min: 1, max: 2 }),
@@ -120,8 +132,8 @@ gpuTest(
         const spec = {
           headDim: p.headDim,
           kv: p.kv,
-          keysPerTile: p.keysPerTile,
           accumulate: p.accumulate,
+          ...(p.headDim % 4 ? { keysPerTile: p.keysPerTile } : { tile: p.tile }),
         };
         const shape = {
           qRows: p.qRows,
@@ -199,6 +211,21 @@ gpuTest(
 gpuTest(
   "attention with the APB layout equals a naive masked softmax (d 48, no GQA)",
   () => checkApb({ headDim: 48, kv: "f32", keysPerTile: 4 }, 1),
+);
+gpuTest(
+  "attention with the APB layout in the shape of the GPU tiles (d 64 f16, GQA 4)",
+  () =>
+    // 16 invocations per row and 8 pairs per invocation, as the GPU tiles have; small chunks
+    // keep it quick to compile on software adapters.
+    checkApb({
+      headDim: 64,
+      kv: "f16",
+      tile: { tx: 16, ty: 2, tq: 8, bkv: 16, dk: 4, vk: 4 },
+    }, 4),
+);
+gpuTest(
+  "attention with the APB layout, generic path (d 6, GQA 2)",
+  () => checkApb({ headDim: 6, kv: "f16", keysPerTile: 8 }, 2),
 );
 
 gpuTest("attention: dense causal, negative diagonal and empty rows", async () => {
@@ -310,5 +337,17 @@ gpuTest("attention accumulating over a partition of the keys equals one pass ove
       },
     ),
     RUNS,
+  );
+});
+
+Deno.test("attention keys: a spec without a tile keeps its plan id; tiles are named", () => {
+  equal(attention.key({ headDim: 128, kv: "f16", accumulate: true }), "attention_d128_f16_acc");
+  equal(
+    attention.key({ headDim: 64, kv: "f32", tile: TILES[2] }),
+    "attention_d64_f32_t8x2x4_k8_d4_v8",
+  );
+  throws(
+    () => attention.generate({ headDim: 64, kv: "f32", tile: { ...TILES[0], bkv: 6 } }),
+    /invalid tile/,
   );
 });
