@@ -430,6 +430,8 @@ export function lower(model: ModelDefinition, strategy: Strategy, options: Lower
   const tasks = L.tasks = resolveTasks(L);
   const prefill = lowerProgram(L, "prefill", (pb, n) => lowerAttentionPrefill(L, pb, n, tasks));
   const extend = lowerProgram(L, "extend", (pb, n) => lowerAttentionExtend(L, pb, n));
+  const setup = new ProgramBuilder(L.hosts.length, "setup");
+  if (L.opts.int8) quantizeWeights(L, setup);
   const hosts: HostDecl[] = L.hosts.map((h) => ({
     segments: h.segments,
     rows: h.rows,
@@ -475,7 +477,7 @@ export function lower(model: ModelDefinition, strategy: Strategy, options: Lower
     kernels: L.kernels,
     buffers: [...L.buffers.values()],
     hosts,
-    programs: { prefill, extend },
+    programs: { setup: { phases: setup.finish(), logits: [] }, prefill, extend },
   };
 }
 
@@ -490,7 +492,6 @@ function lowerProgram(L: Lowering, mode: Mode, attention: AttentionLowering): Pr
   const pb = new ProgramBuilder(L.hosts.length, mode);
   const g = L.graph;
   const logits = new LogitsLowering(L, mode, g.node(g.output));
-  if (mode === "prefill" && L.opts.int8) quantizeWeights(L, pb);
   let run: Node[] = [];
   for (const n of g.nodes) {
     if (n.op !== "attention") {
@@ -690,13 +691,17 @@ function int8Weight(
   };
 }
 
-/** Quantises every linear layer's weight (host 0, first phase of prefill). */
+/** Quantises every linear layer's weight once, in the setup program (weights are shared). */
 function quantizeWeights(L: Lowering, pb: ProgramBuilder): void {
   for (const n of L.graph.nodes) {
     if (n.op !== "linear" && n.op !== "linear_cat") continue;
     if (n.id === L.graph.output) continue; // the LM head stays f32
     const parts = n.op === "linear" ? [{ weight: n.attrs.weight! }] : n.attrs.parts!;
     for (const part of parts) {
+      const pieces = L.pieces(part.weight);
+      if (pieces.length > 1) {
+        throw new PlanError(`int8: ${part.weight} is split into buffers; store weights as f16`);
+      }
       const w = L.weights.find((x) => x.name === part.weight)!;
       const q = int8Weight(L, part.weight);
       L.dispatch(

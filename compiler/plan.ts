@@ -17,6 +17,9 @@ export const PLAN_VERSION = 1;
  */
 export type Expr = number | string;
 
+/** Names of a plan's programs. */
+export type ProgramName = "setup" | "prefill" | "extend";
+
 /** A weight tensor and the buffer that holds it. */
 export interface WeightDecl {
   /** Hugging Face name. */
@@ -148,7 +151,7 @@ export interface LogitsOutput {
   tokens: { token: number; count: number }[] | null;
 }
 
-/** A program: prefill (the context) or extend (new tokens over the cache). */
+/** A program: setup (once), prefill (the context) or extend (new tokens over the cache). */
 export interface Program {
   /** Phases in order. */
   phases: Phase[];
@@ -211,8 +214,11 @@ export interface Plan {
   buffers: BufferDecl[];
   /** Hosts. */
   hosts: HostDecl[];
-  /** Programs. */
-  programs: { prefill: Program; extend: Program };
+  /**
+   * Programs: `setup` runs once when a session opens (for example quantising weights), `prefill`
+   * runs the context, `extend` runs new tokens over the cache.
+   */
+  programs: { setup: Program; prefill: Program; extend: Program };
 }
 
 /** Raised when a plan file is unreadable, from another version, or inconsistent. */
@@ -298,6 +304,7 @@ export function validatePlan(value: unknown, source = "plan"): Plan {
   }
   if (plan.hosts.length !== plan.strategy.hosts) fail("host count differs from the strategy's");
   for (const w of plan.weights) if (!buffers.has(w.buffer)) fail(`weight ${w.name}: no buffer`);
+  if (!plan.programs.prefill || !plan.programs.extend) fail("needs prefill and extend programs");
   for (const [name, program] of Object.entries(plan.programs)) {
     for (const phase of program.phases) {
       if (phase.steps.length !== plan.hosts.length) fail(`${name}/${phase.name}: steps per host`);

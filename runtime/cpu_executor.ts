@@ -2,7 +2,7 @@
 // float64 reference instead of dispatching it. Weights are the GPU's bit for bit (the seeded
 // values are reproduced on the host; f16 storage is rounded as on the device).
 
-import { evalExpr, type Plan, type Transfer } from "../compiler/plan.ts";
+import { evalExpr, type Plan, type ProgramName, type Transfer } from "../compiler/plan.ts";
 import { fillRandomHost, kernelFamily, ropeTable } from "../wgsl/mod.ts";
 import { hash2 } from "../wgsl/_hash.ts";
 import type { HostBuffers, Sizes } from "../wgsl/kernel.ts";
@@ -42,7 +42,7 @@ class CpuExecutor implements Executor {
   constructor(readonly plan: Plan, readonly buffers: Map<string, Float64Array>) {}
 
   run(
-    name: "prefill" | "extend",
+    name: ProgramName,
     inputs: HostInputs[],
     vars: Record<string, number>,
     options: RunOptions = {},

@@ -1,6 +1,6 @@
 // What every executor of a plan offers: the GPU one, the float64 CPU reference, and later others.
 
-import type { Plan, WeightDecl } from "../compiler/plan.ts";
+import type { Plan, ProgramName, WeightDecl } from "../compiler/plan.ts";
 import type { StorageType } from "../wgsl/kernel.ts";
 import type { RunTiming } from "./timing.ts";
 
@@ -56,7 +56,7 @@ export interface Executor {
   readonly description: string;
   /** Runs `program` with per-host inputs and run-time variables (t, past). */
   run(
-    program: "prefill" | "extend",
+    program: ProgramName,
     inputs: HostInputs[],
     vars: Record<string, number>,
     options?: RunOptions,

@@ -52,13 +52,27 @@ export class Session {
   static async open(plan: Plan, options: SessionOptions = {}): Promise<Session> {
     validatePlan(plan);
     const weights = options.weights ?? { seed: 0 };
-    if (options.backend === "cpu") return new Session(plan, await createCpuExecutor(plan, weights));
+    if (options.backend === "cpu") {
+      return await Session.#setUp(plan, await createCpuExecutor(plan, weights));
+    }
     const gpu = options.gpu ?? await openGpu();
     const executor = await createGpuExecutor(plan, gpu, {
       weights,
       devicePerHost: options.devicePerHost,
       kernelCode: options.kernelCode,
     });
+    return await Session.#setUp(plan, executor);
+  }
+
+  /** Runs the plan's setup program (if it has steps) once, then wraps the executor. */
+  static async #setUp(plan: Plan, executor: Executor): Promise<Session> {
+    if (plan.programs.setup?.phases.length) {
+      const none = plan.hosts.map(() => ({
+        ids: new Uint32Array(0),
+        positions: new Uint32Array(0),
+      }));
+      await executor.run("setup", none, {});
+    }
     return new Session(plan, executor);
   }
 
