@@ -8,6 +8,7 @@ type Suite = (values: Options) => Promise<number>;
 const suites: Record<string, () => Promise<Suite>> = {
   prefill: () => import("./prefill.ts").then((m) => m.prefillSuite),
   quality: () => import("./quality.ts").then((m) => m.qualitySuite),
+  kernels: () => import("./kernels.ts").then((m) => m.kernelsSuite),
 };
 
 /** Runs the suites named in `names`. */

@@ -3,7 +3,14 @@
 // host, transfers are staged through the host between phases. Each (phase, host) is its own
 // compute pass so timestamp queries give every host's GPU time per phase.
 
-import { evalExpr, type Plan, type Program, type Step, type Transfer } from "../compiler/plan.ts";
+import {
+  evalExpr,
+  type Plan,
+  type Program,
+  type ProgramName,
+  type Step,
+  type Transfer,
+} from "../compiler/plan.ts";
 import { fillRandom, kernelFamily, ropeTable } from "../wgsl/mod.ts";
 import { hash2 } from "../wgsl/_hash.ts";
 import type { KernelFamily, Sizes } from "../wgsl/kernel.ts";
@@ -12,6 +19,7 @@ import type { Executor, HostInputs, RunOptions, RunResult, WeightSource } from "
 import { bufferBytes, checkLimits, fmtBytes, OutOfMemoryError } from "./memory.ts";
 import { type CompiledKernel, compileKernel } from "./pipelines.ts";
 import { bytesPer, decodeElements } from "./run_kernel.ts";
+import { tunedSpec } from "./autotune.ts";
 import { phaseRecords } from "./timing.ts";
 import { weightElements, weightOffset } from "./weights_init.ts";
 
@@ -88,6 +96,8 @@ class GpuExecutor implements Executor {
   readonly description: string;
   #buffers: Map<string, GPUBuffer>[];
   #kernels: Map<string, CompiledKernel>[];
+  /** Per device: the pipeline id and spec each plan step runs (see compileAll). */
+  #tuned: WeakMap<object, { id: string; spec: unknown }>[];
   #prepared = new Map<string, Prepared>();
   #align: number;
 
@@ -102,6 +112,7 @@ class GpuExecutor implements Executor {
     this.description = `${gpu.info.description} (${mode})`;
     this.#buffers = devices.map(() => new Map());
     this.#kernels = devices.map(() => new Map());
+    this.#tuned = devices.map(() => new WeakMap());
     this.#align = Math.max(256, gpu.device.limits.minUniformBufferOffsetAlignment);
   }
 
@@ -131,10 +142,25 @@ class GpuExecutor implements Executor {
 
   async compileAll(): Promise<void> {
     for (const [d, device] of this.devices.entries()) {
-      for (const [id, decl] of Object.entries(this.plan.kernels)) {
-        const family = kernelFamily(decl.family);
-        const kernel = family.generate(decl.spec);
-        const code = this.options.kernelCode?.[id] ?? kernel.code;
+      // Plans record each kernel's family and base spec; its tile (or vector width) is chosen
+      // per device and shape by runtime/autotune.ts, and one pipeline is compiled per distinct
+      // tuned spec. A kernel with user-supplied WGSL keeps its plan spec.
+      const wanted = new Map<string, { family: string; spec: unknown; code?: string }>();
+      for (const program of Object.values(this.plan.programs)) {
+        for (const step of program.phases.flatMap((p) => p.steps.flat())) {
+          const decl = this.plan.kernels[step.kernel];
+          const code = this.options.kernelCode?.[step.kernel];
+          const spec = code === undefined
+            ? tunedSpec(device, decl.family, decl.spec, step.sizes)
+            : decl.spec;
+          const id = code === undefined ? kernelFamily(decl.family).key(spec) : step.kernel;
+          this.#tuned[d].set(step, { id, spec });
+          wanted.set(id, { family: decl.family, spec, code });
+        }
+      }
+      for (const [id, w] of wanted) {
+        const kernel = kernelFamily(w.family).generate(w.spec);
+        const code = w.code ?? kernel.code;
         this.#kernels[d].set(id, await compileKernel(device, { ...kernel, code }, id));
       }
     }
@@ -195,7 +221,7 @@ class GpuExecutor implements Executor {
     }
   }
 
-  #prepare(name: "prefill" | "extend"): Prepared {
+  #prepare(name: ProgramName): Prepared {
     const hit = this.#prepared.get(name);
     if (hit) return hit;
     const program = this.plan.programs[name];
@@ -249,13 +275,14 @@ class GpuExecutor implements Executor {
     slot: number,
   ): Op {
     const device = this.devices[d];
-    const compiled = this.#kernels[d].get(kernelId);
+    const tuned = this.#tuned[d].get(step);
+    const compiled = this.#kernels[d].get(tuned?.id ?? kernelId);
     if (!compiled) throw new Error(`internal: kernel ${kernelId} not compiled`);
     // Transfers that are strided run as copy2d kernels the plan need not list.
     const decl = this.plan.kernels[kernelId] ??
       { family: "copy2d", spec: { elem: kernelId.slice("copy2d_".length) } };
     const family = kernelFamily(decl.family);
-    const spec = decl.spec;
+    const spec = tuned?.spec ?? decl.spec;
     const entries: GPUBindGroupEntry[] = [
       { binding: 0, resource: { buffer: uniform, offset: slot * this.#align, size: 256 } },
     ];
@@ -278,7 +305,7 @@ class GpuExecutor implements Executor {
   }
 
   async run(
-    name: "prefill" | "extend",
+    name: ProgramName,
     inputs: HostInputs[],
     vars: Record<string, number>,
     options: RunOptions = {},

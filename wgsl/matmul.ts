@@ -35,6 +35,13 @@ export interface MatmulTile {
    * of 4; `params` refuses other K, so a wrongly chosen tile fails loudly instead of misreading.
    */
   vec4: boolean;
+  /**
+   * Stage slices k-major and accumulate outer products, one k at a time: per k an invocation
+   * reads tm/4 + tn/4 vec4s and does tm·tn FMAs, so far fewer operand registers are live than
+   * with k-inner dot products (tm + tn vec4s per four k), which leaves room for more
+   * workgroups per multiprocessor. Needs tm and tn to be multiples of 4.
+   */
+  kMajor?: boolean;
 }
 
 /** What a `matmul` kernel is specialised on. */
@@ -83,6 +90,7 @@ export function matmulThreads(t: MatmulTile): number {
 
 /** Bytes of workgroup memory a tile stages (two buffers of A and B slices, rows padded). */
 export function matmulWorkgroupBytes(t: MatmulTile): number {
+  if (t.kMajor) return 2 * t.bk * (t.bm / 4 + 1 + t.bn / 4 + 1) * 16;
   return 2 * (t.bm + t.bn) * (t.bk / 4 + 1) * 16;
 }
 
@@ -90,8 +98,8 @@ function checkTile(t: MatmulTile): void {
   const whole = [t.bm, t.bn, t.bk, t.tm, t.tn, t.group].every((v) => Number.isInteger(v) && v > 0);
   const threads = matmulThreads(t);
   if (
-    !whole || t.bm % t.tm || t.bn % t.tn || t.bk % 4 || threads > 256 || threads < 1 ||
-    ((t.bm + t.bn) * t.bk) % 4
+    !whole || t.bm % t.tm || t.bn % t.tn || t.bk % 4 || threads > 1024 || threads < 1 ||
+    ((t.bm + t.bn) * t.bk) % 4 || (t.kMajor && (t.tm % 4 || t.tn % 4))
   ) {
     throw new Error(`matmul: invalid tile ${JSON.stringify(t)}`);
   }
@@ -123,9 +131,17 @@ function staging(t: MatmulTile) {
       let ok = ${guardAll ? `e < ${per}u && ` : ""}${base} + row < ${limit} && k < params.K;
       ${r} = select(vec4<f32>(), ${read}_vec(${base} + row, k), ok);
     }`);
+        // k-major: the four k of the vec4 go to four rows of the slice (a transpose in the
+        // store; rows are padded by a vec4 so lanes of one k fall on different banks).
+        const store = t.kMajor
+          ? [0, 1, 2, 3].map((c) =>
+            `${tile}[buf][(e % ${k4}u) * 4u + ${c}u][row / 4u][row % 4u] = ${r}[${c}];`
+          ).join(" ")
+          : `${tile}[buf][row][e % ${k4}u] = ${r};`;
         stores.push(`    {
       let e = ${e};
-      ${guardAll ? `if (e < ${per}u) {` : "{"} ${tile}[buf][e / ${k4}u][e % ${k4}u] = ${r}; }
+      let row = e / ${k4}u;
+      ${guardAll ? `if (e < ${per}u) {` : "{"} ${store} }
     }`);
       } else {
         loads.push(`    {
@@ -135,14 +151,15 @@ function staging(t: MatmulTile) {
       let ok = ${guardAll ? `e < ${per}u && ` : ""}${base} + row < ${limit} && k < params.K;
       ${r} = select(0.0, ${read}_scalar(${base} + row, k), ok);
     }`);
+        const store = t.kMajor
+          ? `${tile}[buf][kk][row / 4u][row % 4u] = ${r};`
+          : `${tile}[buf][row][kk / 4u][kk % 4u] = ${r};`;
+        const open = guardAll ? `if (e < ${per}u) {` : "{";
         stores.push(`    {
       let e = ${e};
       let kk = e % ${t.bk}u;
-      ${
-          guardAll
-            ? `if (e < ${per}u) {`
-            : "{"
-        } ${tile}[buf][e / ${t.bk}u][kk / 4u][kk % 4u] = ${r}; }
+      let row = e / ${t.bk}u;
+      ${open} ${store} }
     }`);
       }
     }
@@ -154,7 +171,10 @@ function staging(t: MatmulTile) {
     regs: regs.join("\n"),
     load: loads.join("\n"),
     store: stores.join("\n"),
-    decl: `var<workgroup> aTile: array<array<array<vec4<f32>, ${stride}>, ${t.bm}>, 2>;
+    decl: t.kMajor
+      ? `var<workgroup> aTile: array<array<array<vec4<f32>, ${t.bm / 4 + 1}>, ${t.bk}>, 2>;
+var<workgroup> bTile: array<array<array<vec4<f32>, ${t.bn / 4 + 1}>, ${t.bk}>, 2>;`
+      : `var<workgroup> aTile: array<array<array<vec4<f32>, ${stride}>, ${t.bm}>, 2>;
 var<workgroup> bTile: array<array<array<vec4<f32>, ${stride}>, ${t.bn}>, 2>;`,
   };
 }
@@ -206,6 +226,61 @@ function computeSlice(t: MatmulTile): string {
   return lines.join("\n");
 }
 
+// k-major: per k, tm/4 vec4s of A (rows 4·(g·ty + ty)…) and tn/4 of B, then tm·tn/4 vec4 FMAs
+// into accumulators c{i}_{g} (row i, columns 4·(g·tx + tx)…).
+function computeSliceKMajor(t: MatmulTile): string {
+  const ty = t.bm / t.tm;
+  const tx = t.bn / t.tn;
+  const lines: string[] = [];
+  for (let k = 0; k < t.bk; k++) {
+    for (let g = 0; g < t.tn / 4; g++) {
+      lines.push(`    let b${g}_${k} = bTile[buf][${k}][tx + ${g * tx}u];`);
+    }
+    for (let g = 0; g < t.tm / 4; g++) {
+      lines.push(`    let a${g}_${k} = aTile[buf][${k}][ty + ${g * ty}u];`);
+    }
+    for (let i = 0; i < t.tm; i++) {
+      for (let g = 0; g < t.tn / 4; g++) {
+        const a = `a${Math.floor(i / 4)}_${k}[${i % 4}]`;
+        lines.push(`    c${i}_${g} = fma(vec4<f32>(${a}), b${g}_${k}, c${i}_${g});`);
+      }
+    }
+  }
+  return lines.join("\n");
+}
+
+function epilogueKMajor(spec: MatmulSpec, t: MatmulTile): string {
+  const ty = t.bm / t.tm;
+  const tx = t.bn / t.tn;
+  const op = spec.accumulate ? "+=" : "=";
+  const lines: string[] = [];
+  for (let g = 0; g < t.tn / 4; g++) {
+    for (let c = 0; c < 4; c++) {
+      lines.push(`  let col${g}_${c} = n0 + (tx + ${g * tx}u) * 4u + ${c}u;`);
+      if (spec.bias) {
+        lines.push(`  let bias${g}_${c} = load_bias(min(col${g}_${c}, params.N - 1u));`);
+      }
+    }
+  }
+  for (let i = 0; i < t.tm; i++) {
+    const row = `m0 + (ty + ${Math.floor(i / 4) * ty}u) * 4u + ${i % 4}u`;
+    lines.push(`  {
+    let m = ${row};
+    if (m < params.M) {
+      let row = m * params.cStride + params.cOffset;`);
+    for (let g = 0; g < t.tn / 4; g++) {
+      for (let c = 0; c < 4; c++) {
+        const sum = `c${i}_${g}[${c}]`;
+        const biased = spec.bias ? `${sum} + bias${g}_${c}` : sum;
+        const value = spec.activation === "silu" ? `silu(${biased})` : biased;
+        lines.push(`      if (col${g}_${c} < params.N) { c[row + col${g}_${c}] ${op} ${value}; }`);
+      }
+    }
+    lines.push(`    }\n  }`);
+  }
+  return lines.join("\n");
+}
+
 function epilogue(spec: MatmulSpec, t: MatmulTile): string {
   const ty = t.bm / t.tm;
   const tx = t.bn / t.tn;
@@ -240,7 +315,8 @@ function matmulBindings(spec: MatmulSpec): BindingSpec[] {
 }
 
 function tileKey(t: MatmulTile): string {
-  return `_t${t.bm}x${t.bn}x${t.bk}_${t.tm}x${t.tn}_g${t.group}${t.vec4 ? "_v4" : ""}`;
+  return `_t${t.bm}x${t.bn}x${t.bk}_${t.tm}x${t.tn}_g${t.group}${t.vec4 ? "_v4" : ""}` +
+    (t.kMajor ? "_km" : "");
 }
 
 function tileOf(spec: MatmulSpec): MatmulTile {
@@ -268,7 +344,11 @@ export const matmul: KernelFamily<MatmulSpec> = {
     const st = staging(t);
     const accs: string[] = [];
     for (let i = 0; i < t.tm; i++) {
-      for (let j = 0; j < t.tn; j++) accs.push(`  var c${i}_${j} = 0.0;`);
+      if (t.kMajor) {
+        for (let g = 0; g < t.tn / 4; g++) accs.push(`  var c${i}_${g} = vec4<f32>();`);
+      } else {
+        for (let j = 0; j < t.tn; j++) accs.push(`  var c${i}_${j} = 0.0;`);
+      }
     }
     const code = `${paramsWgsl(FIELDS)}${declareBindings(bindings, vectors)}
 ${readers(spec, t)}${spec.bias ? storageLoader("bias", spec.weight) : ""}
@@ -307,14 +387,14 @@ ${st.store}
       let k0 = (s + 1u) * ${t.bk}u;
 ${st.load}
     }
-${computeSlice(t)}
+${t.kMajor ? computeSliceKMajor(t) : computeSlice(t)}
     if (next) {
       let buf = (s + 1u) & 1u;
 ${st.store}
     }
     workgroupBarrier();
   }
-${epilogue(spec, t)}
+${t.kMajor ? epilogueKMajor(spec, t) : epilogue(spec, t)}
 }
 `;
     return {

@@ -1,7 +1,7 @@
 // RMSNorm: one workgroup per row, a strided sum of squares then a tree reduction in workgroup
 // memory; rows are independent, so the grid is just the row count spread over 2D. The vec4
-// variant moves 16 bytes per load; its second pass re-reads the row, which the first pass has
-// just brought into L2, so HBM sees one read and one write.
+// variant moves 16 bytes per load and keeps the row in registers (up to 16384 columns), so HBM
+// sees one read and one write even when the rows in flight overflow L2.
 
 import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
@@ -19,6 +19,10 @@ export interface RmsnormSpec {
 const FIELDS: ParamFields = [["rows", "u32"], ["cols", "u32"], ["eps", "f32"]];
 const WORKGROUP = 256;
 
+// vec4s of a row each invocation keeps in registers: rows up to 4·256·16 = 16384 columns are read
+// from memory once; wider ones re-read the rest in the second pass.
+const HELD = 16;
+
 function rmsnormVec4(weight: StorageType) {
   const bindings: BindingSpec[] = [
     { name: "x", access: "read", elem: "f32" },
@@ -30,9 +34,11 @@ function rmsnormVec4(weight: StorageType) {
     out: "vec4<f32>",
     weight: weight === "f32" ? "vec4<f32>" : "vec2<u32>",
   };
-  const w = weight === "f32"
-    ? "weight[c]"
-    : "vec4<f32>(unpack2x16float(weight[c].x), unpack2x16float(weight[c].y))";
+  const w = (c: string) =>
+    weight === "f32"
+      ? `weight[${c}]`
+      : `vec4<f32>(unpack2x16float(weight[${c}].x), unpack2x16float(weight[${c}].y))`;
+  const held = Array.from({ length: HELD }, (_, u) => u);
   const code = `${paramsWgsl(FIELDS)}${declareBindings(bindings, vectors)}
 var<workgroup> partial: array<f32, ${WORKGROUP}>;
 
@@ -43,7 +49,14 @@ fn main(${ENTRY_BUILTINS}) {
   let width = params.cols / 4u;
   let base = r * width;
   var sum = 0.0;
-  for (var c = lid; c < width; c += ${WORKGROUP}u) {
+${
+    held.map((u) =>
+      `  var v${u} = vec4<f32>();
+  if (lid + ${u * WORKGROUP}u < width) { v${u} = x[base + lid + ${u * WORKGROUP}u]; }
+  sum += dot(v${u}, v${u});`
+    ).join("\n")
+  }
+  for (var c = lid + ${HELD * WORKGROUP}u; c < width; c += ${WORKGROUP}u) {
     let v = x[base + c];
     sum += dot(v, v);
   }
@@ -54,8 +67,15 @@ fn main(${ENTRY_BUILTINS}) {
   }
   workgroupBarrier();
   let scale = 1.0 / sqrt(partial[0] / f32(params.cols) + params.eps);
-  for (var c = lid; c < width; c += ${WORKGROUP}u) {
-    out[base + c] = x[base + c] * scale * ${w};
+${
+    held.map((u) =>
+      `  if (lid + ${u * WORKGROUP}u < width) {
+    out[base + lid + ${u * WORKGROUP}u] = v${u} * scale * ${w(`lid + ${u * WORKGROUP}u`)};
+  }`
+    ).join("\n")
+  }
+  for (var c = lid + ${HELD * WORKGROUP}u; c < width; c += ${WORKGROUP}u) {
+    out[base + c] = x[base + c] * scale * ${w("c")};
   }
 }
 `;

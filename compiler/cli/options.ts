@@ -40,6 +40,7 @@ export const OPTIONS = {
   samples: { type: "string" },
   help: { type: "boolean", short: "h", default: false },
   "query-form": { type: "string" },
+  tune: { type: "boolean", default: false },
   int8: { type: "boolean", default: false },
 } as const;
 

@@ -18,17 +18,24 @@ const TILES: MatmulTile[] = [
   { bm: 32, bn: 16, bk: 4, tm: 4, tn: 2, group: 1, vec4: true },
   DEFAULT_MATMUL_TILE,
   { bm: 64, bn: 64, bk: 4, tm: 8, tn: 8, group: 2, vec4: true },
+  // k-major staging (outer products), as the GPU rules pick: vec4 and scalar loads, 8×8.
+  { bm: 32, bn: 16, bk: 4, tm: 4, tn: 4, group: 3, vec4: true, kMajor: true },
+  { bm: 16, bn: 32, bk: 8, tm: 4, tn: 8, group: 1, vec4: false, kMajor: true },
+  { bm: 64, bn: 64, bk: 4, tm: 8, tn: 8, group: 2, vec4: true, kMajor: true },
 ];
 
-// Every pair of spec options appears together (a covering array), each with its own tile, so
-// five kernels test all interactions of two options and every tile without compiling all
-// combinations (slow on a cold GL llvmpipe).
+// Every pair of spec options appears together (a covering array, the first five), each spec with
+// its own tile, so eight kernels test all interactions of two options and every tile without
+// compiling all combinations (slow on a cold GL llvmpipe).
 const SPECS: MatmulSpec[] = [
   { weight: "f32", bias: false, accumulate: false, activation: "none" },
   { weight: "f32", bias: true, accumulate: true, activation: "silu" },
   { weight: "f16", bias: false, accumulate: true, activation: "silu" },
   { weight: "f16", bias: true, accumulate: false, activation: "silu" },
   { weight: "f16", bias: true, accumulate: true, activation: "none" },
+  { weight: "f32", bias: true, accumulate: false, activation: "silu" },
+  { weight: "f16", bias: false, accumulate: true, activation: "none" },
+  { weight: "f32", bias: false, accumulate: true, activation: "none" },
 ].map((spec, i) => ({ ...spec, tile: TILES[i] }) as MatmulSpec);
 
 const problem = (specs: MatmulSpec[]) =>
@@ -109,4 +116,5 @@ Deno.test("matmul refuses a vec4 tile when K is not a multiple of 4, and bad til
   throws(() => matmul.params(spec, sizes), /multiple of 4/);
   throws(() => matmul.generate({ ...spec, tile: { ...TILES[1], bk: 6 } }), /invalid tile/);
   throws(() => matmul.generate({ ...spec, tile: { ...TILES[1], bm: 9, tm: 2 } }), /invalid tile/);
+  throws(() => matmul.generate({ ...spec, tile: { ...TILES[1], kMajor: true } }), /invalid tile/);
 });

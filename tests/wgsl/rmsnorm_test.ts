@@ -29,3 +29,15 @@ gpuTest("rmsnorm matches the float64 reference (scalar and vec4)", async () => {
 Deno.test("rmsnorm vec4 refuses cols that are not a multiple of 4", () => {
   throws(() => rmsnorm.params({ weight: "f32", vec4: true }, { rows: 1, cols: 6, eps: 0 }), /4/);
 });
+
+gpuTest(
+  "rmsnorm vec4 rows wider than the registers hold (re-read past 16384 columns)",
+  async () => {
+    const cols = 16384 + 1024 + 12;
+    await expectMatch(rmsnorm, { weight: "f16", vec4: true }, { rows: 2, cols, eps: 1e-5 }, {
+      x: floats(2 * cols, 3, -3, 3),
+      weight: toF16(floats(cols, 4, -2, 2)),
+      out: new Float64Array(2 * cols),
+    }, F32);
+  },
+);
