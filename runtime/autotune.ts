@@ -15,7 +15,8 @@ import {
   type MatmulTile,
   matmulWorkgroupBytes,
 } from "../wgsl/matmul.ts";
-import type { AttentionSpec, AttentionTile } from "../wgsl/attention.ts";
+import { type AttentionSpec, type AttentionTile, flashLayout } from "../wgsl/attention.ts";
+import type { StorageType } from "../wgsl/kernel.ts";
 import { fillRandom } from "../wgsl/fill_random.ts";
 import { compileKernel } from "./pipelines.ts";
 
@@ -183,17 +184,14 @@ const GEMM_TILES: Record<string, MatmulTile> = {
 };
 
 /**
- * The register-tiled attention tile for a GPU with 48 KiB of workgroup memory: the fastest of
- * the candidates on the H100 (docs/PERFORMANCE.md): 256 invocations of 4 pairs each, 64 keys,
- * Q and K staged 32 head elements at a time.
+ * Register-tiled attention tiles for a GPU with 48 KiB of workgroup memory, by K/V storage: the
+ * fastest candidates on the H100 (docs/PERFORMANCE.md, 2026-11-24). Both hold 4 pairs per
+ * invocation; f32 K/V does best with 64-key tiles and k-major scores, f16 with 512 invocations
+ * and 32-key tiles. Each is the other's fallback where a device allows fewer invocations.
  */
-export const GPU_ATTENTION_TILE: AttentionTile = {
-  tx: 16,
-  ty: 16,
-  tq: 4,
-  bkv: 64,
-  dk: 32,
-  vk: 16,
+export const GPU_ATTENTION_TILES: Record<StorageType, AttentionTile> = {
+  f32: { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 32, vk: 16, kMajor: true },
+  f16: { tx: 16, ty: 32, tq: 4, bkv: 32, dk: 16, vk: 16 },
 };
 
 function fits(device: GPUDevice, bytes: number, threads: number): boolean {
@@ -220,17 +218,16 @@ function matmulRule(device: GPUDevice, spec: MatmulSpec, sizes: SizeExprs): Matm
 
 function attentionRule(device: GPUDevice, spec: AttentionSpec): AttentionSpec {
   if (software(device) || spec.headDim % 4 !== 0 || spec.headDim > 128) return spec;
-  const tile = GPU_ATTENTION_TILE;
-  const bytes = attentionTileBytes(spec, tile);
-  return fits(device, bytes, tile.tx * tile.ty) ? { ...spec, tile } : spec;
+  const other = spec.kv === "f32" ? "f16" : "f32";
+  for (const tile of [GPU_ATTENTION_TILES[spec.kv], GPU_ATTENTION_TILES[other]]) {
+    if (fits(device, attentionTileBytes(spec, tile), tile.tx * tile.ty)) return { ...spec, tile };
+  }
+  return spec;
 }
 
-/** Workgroup bytes of an attention tile (mirrors the kernel's layout). */
+/** Workgroup bytes of an attention tile. */
 export function attentionTileBytes(spec: AttentionSpec, t: AttentionTile): number {
-  const bq = t.ty * t.tq;
-  const dPad = Math.ceil(spec.headDim / (4 * t.tx)) * 4 * t.tx;
-  return 16 * (bq * (t.dk / 4 + 1) + t.bkv * (t.dk / 4 + 1) + t.vk * (dPad / 4) +
-    bq * (t.bkv / 4 + 1) + t.tx * (bq / 4));
+  return flashLayout(spec, t).bytes;
 }
 
 /** The spec a rule gives when nothing was measured (also the fallback of a cache miss). */
@@ -377,15 +374,20 @@ export function candidates(
     const base = spec as AttentionSpec;
     if (base.headDim % 4 === 0) {
       const tiles: AttentionTile[] = [
-        GPU_ATTENTION_TILE,
-        { tx: 16, ty: 8, tq: 8, bkv: 64, dk: 16, vk: 16 },
+        GPU_ATTENTION_TILES.f32,
+        GPU_ATTENTION_TILES.f16,
         { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 32, vk: 16 },
         { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 32 },
-        { tx: 16, ty: 16, tq: 4, bkv: 32, dk: 16, vk: 16 },
-        { tx: 16, ty: 16, tq: 4, bkv: 32, dk: 32, vk: 32 },
-        { tx: 16, ty: 32, tq: 4, bkv: 32, dk: 16, vk: 16 },
+        { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 16 },
         { tx: 8, ty: 32, tq: 4, bkv: 32, dk: 16, vk: 16 },
-        { tx: 8, ty: 16, tq: 4, bkv: 32, dk: 16, vk: 16 },
+        { tx: 16, ty: 8, tq: 8, bkv: 64, dk: 16, vk: 16 },
+        // Resident Q block, whole K/V tiles through prefetch registers.
+        { tx: 16, ty: 8, tq: 4, bkv: 32, dk: 0, vk: 0, resident: true },
+        // Scores as k-major outer products.
+        { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 32, kMajor: true },
+        { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 16, kMajor: true },
+        { tx: 8, ty: 32, tq: 4, bkv: 32, dk: 16, vk: 16, kMajor: true },
+        { tx: 16, ty: 8, tq: 8, bkv: 64, dk: 32, vk: 16, kMajor: true },
       ];
       for (const tile of tiles) {
         if (fits(device, attentionTileBytes(base, tile), tile.tx * tile.ty)) {
@@ -548,10 +550,11 @@ export interface KernelTiming {
 
 /**
  * Times one dispatch of `family`/`spec` at `sizes` with timestamp queries: one dispatch to
- * estimate, then in one submit about 100 ms of warm-up passes and `rounds` timed passes (default
- * 10) of `reps` back-to-back dispatches each, reps chosen so that a pass holds at least `passMs`
- * (default 5) of work and pass overhead is negligible. Returns the median per-dispatch time.
- * Throws when the device has no timestamp queries.
+ * estimate; batches of about 100 ms of passes until two in a row agree within 3%; then, in one
+ * submit, one more such batch and `rounds` timed passes (default 10) of `reps` back-to-back
+ * dispatches each, reps chosen so that a pass holds at least `passMs` (default 5) of work and pass
+ * overhead is negligible. Returns the median per-dispatch time of the timed passes. Throws when
+ * the device has no timestamp queries.
  */
 export async function timeKernel(
   device: GPUDevice,
@@ -596,11 +599,20 @@ export async function timeKernel(
   const passMs = options.passMs ?? 5;
   const reps = Math.max(1, Math.min(1000, Math.ceil(passMs / Math.max(estimate, 1e-3))));
   const rounds = options.rounds ?? 10;
-  // Warm-up passes (about 100 ms of work, at least one) in the same submit as the timed ones:
-  // the clocks ramp up during them and the GPU never idles before the timed passes (an idle
-  // gap let the SM clock drop and made the first timed passes 4× slower in one run).
-  const warm = Math.max(1, Math.min(50, Math.ceil(100 / Math.max(estimate * reps, 1e-3))));
-  const times = (await run(warm + rounds, reps)).slice(warm);
+  // About 100 ms of passes per batch.
+  const batch = Math.max(2, Math.min(50, Math.ceil(100 / Math.max(estimate * reps, 1e-3))));
+  // Stabilise first: batches until two in a row agree within 3% (at most 8). On the H100 a
+  // kernel has run 4× slower for a few hundred milliseconds after the buffers of the one
+  // before it were freed, and once after an idle gap let the clocks drop.
+  let previous = Infinity;
+  for (let b = 0; b < 8; b++) {
+    const times = (await run(batch, reps)).sort((x, y) => x - y);
+    const median = times[Math.floor(times.length / 2)];
+    if (Math.abs(median - previous) <= 0.03 * median) break;
+    previous = median;
+  }
+  // Then warm-up passes in the same submit as the timed ones, so the GPU never idles before them.
+  const times = (await run(batch + rounds, reps)).slice(batch);
   const error = await device.popErrorScope();
   uniform.destroy();
   if (error) throw new Error(`timeKernel ${family.key(spec)}: ${error.message}`);

@@ -61,6 +61,20 @@ export interface AttentionTile {
   dk: number;
   /** Keys per staged V chunk; a multiple of 4. */
   vk: number;
+  /**
+   * Keep the workgroup's Q block in workgroup memory for the whole dispatch, stage whole K and V
+   * tiles (dk and vk are then ignored) in one shared region, and prefetch the next K or V tile
+   * into registers while the current one is used: four barriers per key tile and no exposed
+   * global round trip, for more workgroup memory (the Q block: pairs × head size).
+   */
+  resident?: boolean;
+  /**
+   * Compute the scores as k-major outer products (Q and K chunks staged transposed, each
+   * invocation owning four consecutive keys per group): per head element it reads tq/4 + tk/4
+   * vec4s, with far fewer live operand registers than the dot products along d. Needs
+   * bkv/tx to be a multiple of 4; not combined with `resident`.
+   */
+  kMajor?: boolean;
 }
 
 /**
@@ -285,21 +299,40 @@ ${
 
 // ---- Register-tiled path ---------------------------------------------------------------------
 
-/** Workgroup bytes of the register-tiled path: Q, K and V chunks, P, and the row reductions. */
-function flashLayout(spec: AttentionSpec, t: AttentionTile) {
+/**
+ * Shape of the register-tiled path: pairs per workgroup, padded head size, row strides, keys and
+ * head vec4s per invocation, and workgroup bytes (Q, K and V chunks, P, the row reductions).
+ */
+export function flashLayout(spec: AttentionSpec, t: AttentionTile): {
+  bq: number;
+  dPad: number;
+  qkStride: number;
+  pStride: number;
+  bytes: number;
+  tk: number;
+  td4: number;
+} {
   const bq = t.ty * t.tq;
   const dPad = Math.ceil(spec.headDim / (4 * t.tx)) * 4 * t.tx;
-  const qkStride = t.dk / 4 + 1;
+  // Rows padded by one vec4 so that lanes reading different rows fall on different banks.
+  const qkStride = (t.resident ? dPad / 4 : t.dk / 4) + 1;
   const pStride = t.bkv / 4 + 1;
-  const bytes = 16 *
-    (bq * qkStride + t.bkv * qkStride + t.vk * (dPad / 4) + bq * pStride + t.tx * (bq / 4));
+  const v = t.resident ? 0 : t.vk * (dPad / 4);
+  // k-major: dk rows of bq/4 (and bkv/4) vec4s, padded by one.
+  const qk = t.kMajor
+    ? t.dk * (bq / 4 + 1) + t.dk * (t.bkv / 4 + 1)
+    : bq * qkStride + t.bkv * qkStride;
+  const bytes = 16 * (qk + v + bq * pStride + t.tx * (bq / 4));
   return { bq, dPad, qkStride, pStride, bytes, tk: t.bkv / t.tx, td4: dPad / 4 / t.tx };
 }
 
 function checkFlashTile(spec: AttentionSpec, t: AttentionTile): void {
-  const ok = [t.tx, t.ty, t.tq, t.bkv, t.dk, t.vk].every((v) => Number.isInteger(v) && v > 0) &&
-    t.tx % 4 === 0 && t.tq % 4 === 0 && t.bkv % t.tx === 0 && t.bkv % t.vk === 0 &&
-    t.dk % 4 === 0 && t.vk % 4 === 0 && t.tx * t.ty <= 1024;
+  const chunks = t.resident ||
+    ([t.dk, t.vk].every((v) => Number.isInteger(v) && v > 0) && t.bkv % t.vk === 0 &&
+      t.dk % 4 === 0 && t.vk % 4 === 0);
+  const ok = [t.tx, t.ty, t.tq, t.bkv].every((v) => Number.isInteger(v) && v > 0) &&
+    t.tx % 4 === 0 && t.tq % 4 === 0 && t.bkv % t.tx === 0 && t.bkv % 4 === 0 && chunks &&
+    t.tx * t.ty <= 1024 && (!t.kMajor || ((t.bkv / t.tx) % 4 === 0 && !t.resident));
   if (!ok) throw new Error(`attention: invalid tile ${JSON.stringify(t)} for d ${spec.headDim}`);
 }
 
@@ -324,37 +357,65 @@ function flashCode(spec: AttentionSpec, t: AttentionTile): string {
       const guard = (q + 1) * threads > count ? `if (e < ${count}u) ` : "";
       return `    { let e = lid + ${q * threads}u; ${guard}{\n${body}\n    } }`;
     }).join("\n");
-  const dq = t.dk / 4;
-  const stageQK = `
+  const resident = !!t.resident;
+  const kMajor = !!t.kMajor;
+  const dq = resident ? L.dPad / 4 : t.dk / 4;
+  const tg = tk / 4;
+  const stageQK = resident ? "" : `
     workgroupBarrier();
 ${
     staged(
       bq * dq,
-      `      let r = e / ${dq}u;
-      let c = dc / 4u + e % ${dq}u;
+      `      let r = ${kMajor ? `e % ${bq}u` : `e / ${dq}u`};
+      let cc = ${kMajor ? `e / ${bq}u` : `e % ${dq}u`};
+      let c = dc / 4u + cc;
       let pair = firstPair + r;
       var v = vec4<f32>();
       if (pair < pairs && c < ${d4}u) {
         v = q[((params.qOffset + pair / group) * params.heads + g * group + pair % group) * ${d4}u + c] * scale2;
       }
-      qTile[r][e % ${dq}u] = v;`,
+      ${
+        kMajor
+          ? range(4).map((x) => `qTile[cc * 4u + ${x}u][r / 4u][r % 4u] = v[${x}];`).join(" ")
+          : "qTile[r][cc] = v;"
+      }`,
     )
   }
 ${
     staged(
       t.bkv * dq,
-      `      let key = e / ${dq}u;
-      let c = dc / 4u + e % ${dq}u;
+      `      let key = ${kMajor ? `e % ${t.bkv}u` : `e / ${dq}u`};
+      let cc = ${kMajor ? `e / ${t.bkv}u` : `e % ${dq}u`};
+      let c = dc / 4u + cc;
       var v = vec4<f32>();
       if (i32(t0 + key) < keyEnd && c < ${d4}u) {
         let row = (seg.kvStart + t0 + key) * params.kvHeads + g;
         if (seg.src == 0u) { v = ${kvRead("k0")}; } else { v = ${kvRead("k1")}; }
       }
-      kTile[key][e % ${dq}u] = v;`,
+      ${
+        kMajor
+          ? range(4).map((x) => `kTile[cc * 4u + ${x}u][key / 4u][key % 4u] = v[${x}];`).join(" ")
+          : "kTile[key][cc] = v;"
+      }`,
     )
   }
     workgroupBarrier();`;
-  const scoreChunk = range(dq).map((c) =>
+  // k-major scores: per head element, tq/4 vec4s of Q (pairs ty·tq…) and tk/4 of K (keys
+  // 4·(tx + g·tx)…), then tq·tk/4 vec4 FMAs into s{i}_{g}.
+  const scoreKMajor = range(t.dk).map((e) =>
+    [
+      ...range(tg).map((gk) => `      let k${gk} = kTile[${e}][tx + ${gk * t.tx}u];`),
+      ...range(t.tq / 4).map((h) => `      let q${h} = qTile[${e}][ty * ${t.tq / 4}u + ${h}u];`),
+      ...range(t.tq).flatMap((i) =>
+        range(tg).map((gk) =>
+          `      s${i}_${gk} = fma(vec4<f32>(q${Math.floor(i / 4)}[${
+            i % 4
+          }]), k${gk}, s${i}_${gk});`
+        )
+      ),
+    ].join("\n")
+  ).map((block) => `      {\n${block}\n      }`).join("\n");
+  const scoreChunk = kMajor ? scoreKMajor : range(dq).map((c) =>
     [
       ...range(tk).map((j) => `      let k${j} = kTile[tx + ${j * t.tx}u][${c}];`),
       ...range(t.tq).flatMap((i) => [
@@ -365,8 +426,10 @@ ${
       ]),
     ].join("\n")
   ).map((block) => `      {\n${block}\n      }`).join("\n");
-  const vChunks = range(t.bkv / t.vk).map((vc) => {
-    const stage = staged(
+  const vk = resident ? t.bkv : t.vk;
+  const vTile = resident ? "kTile" : "vTile";
+  const vChunks = range(t.bkv / vk).map((vc) => {
+    const stage = resident ? "" : staged(
       t.vk * (L.dPad / 4),
       `      let key = ${vc * t.vk}u + e / ${L.dPad / 4}u;
       let c = e % ${L.dPad / 4}u;
@@ -377,13 +440,13 @@ ${
       }
       vTile[e / ${L.dPad / 4}u][c] = v;`,
     );
-    const body = range(t.vk / 4).map((kq) => {
+    const body = range(vk / 4).map((kq) => {
       const ps = range(t.tq).map((i) =>
-        `        let p${i} = pTile[ty * ${t.tq}u + ${i}u][${(vc * t.vk) / 4 + kq}];`
+        `        let p${i} = pTile[ty * ${t.tq}u + ${i}u][${(vc * vk) / 4 + kq}];`
       );
       const fmas = range(4).flatMap((kk) => [
         ...range(td4).map((c) =>
-          `        let v${kk}_${c} = vTile[${kq * 4 + kk}][tx + ${c * t.tx}u];`
+          `        let v${kk}_${c} = ${vTile}[${kq * 4 + kk}][tx + ${c * t.tx}u];`
         ),
         ...range(t.tq).flatMap((i) =>
           range(td4).map((c) =>
@@ -393,14 +456,54 @@ ${
       ]);
       return `      {\n${[...ps, ...fmas].join("\n")}\n      }`;
     }).join("\n");
+    if (resident) return body;
     return `      workgroupBarrier();\n${stage}\n      workgroupBarrier();\n${body}`;
   }).join("\n");
+  // Resident mode: the Q block once, and K/V tiles through prefetch registers pf*.
+  const dp4 = L.dPad / 4;
+  const kvCount = t.bkv * dp4;
+  const pfRegs = range(Math.ceil(kvCount / threads));
+  const prefetch = (src: "k" | "v") =>
+    pfRegs.map((q) =>
+      `        {
+          let e = lid + ${q * threads}u;
+          let key = e / ${dp4}u;
+          let c = e % ${dp4}u;
+          var v = vec4<f32>();
+          if (e < ${kvCount}u && i32(t0 + key) < keyEnd && c < ${d4}u) {
+            let row = (seg.kvStart + t0 + key) * params.kvHeads + g;
+            if (seg.src == 0u) { v = ${kvRead(`${src}0`)}; } else { v = ${kvRead(`${src}1`)}; }
+          }
+          pf${q} = v;
+        }`
+    ).join("\n");
+  const storePf = pfRegs.map((q) =>
+    `      { let e = lid + ${
+      q * threads
+    }u; if (e < ${kvCount}u) { kTile[e / ${dp4}u][e % ${dp4}u] = pf${q}; } }`
+  ).join("\n");
+  const stageQ = staged(
+    bq * dp4,
+    `      let r = e / ${dp4}u;
+      let c = e % ${dp4}u;
+      let pair = firstPair + r;
+      var v = vec4<f32>();
+      if (pair < pairs && c < ${d4}u) {
+        v = q[((params.qOffset + pair / group) * params.heads + g * group + pair % group) * ${d4}u + c] * scale2;
+      }
+      qTile[r][c] = v;`,
+  );
   const rowq = (f: (q: number) => string) => lines(t.tq / 4, f);
   return `${paramsWgsl(FIELDS)}${declareBindings(bindings, vectors)}${NEG_INF_WGSL}${segmentWgsl()}
 const NEG_BIG = -3.0e38;
-var<workgroup> qTile: array<array<vec4<f32>, ${L.qkStride}>, ${bq}>;
-var<workgroup> kTile: array<array<vec4<f32>, ${L.qkStride}>, ${t.bkv}>;
-var<workgroup> vTile: array<array<vec4<f32>, ${L.dPad / 4}>, ${t.vk}>;
+${
+    kMajor
+      ? `var<workgroup> qTile: array<array<vec4<f32>, ${bq / 4 + 1}>, ${t.dk}>;
+var<workgroup> kTile: array<array<vec4<f32>, ${t.bkv / 4 + 1}>, ${t.dk}>;`
+      : `var<workgroup> qTile: array<array<vec4<f32>, ${L.qkStride}>, ${bq}>;
+var<workgroup> kTile: array<array<vec4<f32>, ${L.qkStride}>, ${t.bkv}>;`
+  }
+${resident ? "" : `var<workgroup> vTile: array<array<vec4<f32>, ${L.dPad / 4}>, ${t.vk}>;`}
 var<workgroup> pTile: array<array<vec4<f32>, ${L.pStride}>, ${bq}>;
 var<workgroup> red: array<array<vec4<f32>, ${bq / 4}>, ${t.tx}>;
 
@@ -424,6 +527,7 @@ ${lines(t.tq, (i) => `  let row${i} = (firstPair + ty * ${t.tq}u + ${i}u) / grou
 ${lines(t.tq, (i) => `  let valid${i} = firstPair + ty * ${t.tq}u + ${i}u < pairs;`)}
 ${lines(t.tq, (i) => `  var m${i} = NEG_BIG;\n  var l${i} = 0.0;`)}
 ${lines(t.tq, (i) => lines(td4, (c) => `  var o${i}_${c} = vec4<f32>();`))}
+${resident ? `${stageQ}\n${pfRegs.map((q) => `  var pf${q} = vec4<f32>();`).join("\n")}` : ""}
   for (var s = 0u; s < params.nseg; s++) {
     let seg = segment(s);
     let lo = max(rowLo, seg.qStart);
@@ -440,25 +544,59 @@ ${
       if (seg.causal != 0u) { limit${i} = min(limit${i}, i32(row${i} - seg.qStart) + seg.diag + 1); }
     }`)
   }
+${
+    resident
+      ? `    if (keyEnd > 0) {
+      let t0 = 0u;
+${prefetch("k")}
+    }`
+      : ""
+  }
     for (var tile = 0i; tile < keyEnd; tile += ${t.bkv}i) {
       let t0 = u32(tile);
-${lines(t.tq, (i) => lines(tk, (j) => `      var s${i}_${j} = 0.0;`))}
-      for (var dc = 0u; dc < ${L.dPad}u; dc += ${t.dk}u) {${stageQK}
+${
+    kMajor
+      ? lines(t.tq, (i) => lines(tg, (gk) => `      var s${i}_${gk} = vec4<f32>();`))
+      : lines(t.tq, (i) => lines(tk, (j) => `      var s${i}_${j} = 0.0;`))
+  }
+${
+    resident
+      ? `      // K of this tile from the prefetch registers; V's loads fly during the scores.
+      workgroupBarrier();
+${storePf}
+      workgroupBarrier();
+${prefetch("v")}
+      {
 ${scoreChunk}
-      }
+      }`
+      : `      for (var dc = 0u; dc < ${L.dPad}u; dc += ${t.dk}u) {${stageQK}
+${scoreChunk}
+      }`
+  }
       // Mask, then this tile's maximum of each pair across the tx invocations that share it.
 ${
-    lines(t.tq, (i) =>
-      lines(tk, (j) =>
-        `      let vis${i}_${j} = tile + ${j * t.tx}i + i32(tx) < limit${i};\n` +
-        `      s${i}_${j} = select(NEG_BIG, s${i}_${j}, vis${i}_${j});`))
+    kMajor
+      ? lines(t.tq, (i) =>
+        lines(tg, (gk) =>
+          `      let vis${i}_${gk} = vec4<i32>(tile + 4 * (i32(tx) + ${gk * t.tx})) + ` +
+          `vec4<i32>(0, 1, 2, 3) < vec4<i32>(limit${i});\n` +
+          `      s${i}_${gk} = select(vec4<f32>(NEG_BIG), s${i}_${gk}, vis${i}_${gk});`))
+      : lines(t.tq, (i) =>
+        lines(tk, (j) =>
+          `      let vis${i}_${j} = tile + ${j * t.tx}i + i32(tx) < limit${i};\n` +
+          `      s${i}_${j} = select(NEG_BIG, s${i}_${j}, vis${i}_${j});`))
   }
 ${
     rowq((q) =>
       `      red[tx][ty * ${t.tq / 4}u + ${q}u] = vec4<f32>(${
         range(4).map((r) => {
           const i = q * 4 + r;
-          return range(tk).map((j) => `s${i}_${j}`).reduce((a, b) => `max(${a}, ${b})`);
+          const parts = kMajor
+            ? range(tg).map((gk) => `s${i}_${gk}`).map((v) =>
+              `max(max(${v}.x, ${v}.y), max(${v}.z, ${v}.w))`
+            )
+            : range(tk).map((j) => `s${i}_${j}`);
+          return parts.reduce((a, b) => `max(${a}, ${b})`);
         }).join(", ")
       });`
     )
@@ -477,16 +615,39 @@ ${
         m${i} = mNew;
 ${lines(td4, (c) => `        o${i}_${c} *= alpha;`)}
 ${
-        lines(
-          tk,
-          (j) =>
-            `        let p${j} = select(0.0, exp2(s${i}_${j} - mNew), vis${i}_${j});\n` +
-            `        pTile[ty * ${t.tq}u + ${i}u][(tx + ${j * t.tx}u) / 4u][tx % 4u] = p${j};`,
-        )
+        kMajor
+          ? lines(
+            tg,
+            (gk) =>
+              `        let p${gk} = select(vec4<f32>(), exp2(s${i}_${gk} - vec4<f32>(mNew)), vis${i}_${gk});\n` +
+              `        pTile[ty * ${t.tq}u + ${i}u][tx + ${gk * t.tx}u] = p${gk};`,
+          )
+          : lines(
+            tk,
+            (j) =>
+              `        let p${j} = select(0.0, exp2(s${i}_${j} - mNew), vis${i}_${j});\n` +
+              `        pTile[ty * ${t.tq}u + ${i}u][(tx + ${j * t.tx}u) / 4u][tx % 4u] = p${j};`,
+          )
       }
-        l${i} = l${i} * alpha + ${range(tk).map((j) => `p${j}`).join(" + ")};
+        l${i} = l${i} * alpha + ${
+        kMajor
+          ? range(tg).map((gk) => `dot(p${gk}, vec4<f32>(1.0))`).join(" + ")
+          : range(tk).map((j) => `p${j}`).join(" + ")
+      };
       }`;
     })
+  }
+${
+    resident
+      ? `      // Every invocation is past its scores (the barrier above), so V may replace K; the next
+      // tile's K loads fly during P·V.
+${storePf}
+      if (tile + ${t.bkv}i < keyEnd) {
+        let t0 = u32(tile + ${t.bkv}i);
+${prefetch("k")}
+      }
+      workgroupBarrier();`
+      : ""
   }
 ${vChunks}
     }
@@ -566,6 +727,11 @@ ${
     ).join("\n");
 }
 
+function tileKey(t: AttentionTile): string {
+  const chunks = t.resident ? "_res" : `_d${t.dk}_v${t.vk}`;
+  return `_t${t.tx}x${t.ty}x${t.tq}_k${t.bkv}${chunks}${t.kMajor ? "_km" : ""}`;
+}
+
 /** Whether `spec` takes the register-tiled path (head sizes that are multiples of 4). */
 function tiled(spec: AttentionSpec): boolean {
   return spec.headDim % 4 === 0;
@@ -622,10 +788,7 @@ export const attention: KernelFamily<AttentionSpec> = {
   key: (spec) =>
     `attention_d${spec.headDim}_${spec.kv}${spec.keysPerTile ? `_bk${spec.keysPerTile}` : ""}` +
     (spec.accumulate ? "_acc" : "") +
-    (spec.tile
-      ? `_t${spec.tile.tx}x${spec.tile.ty}x${spec.tile.tq}_k${spec.tile.bkv}` +
-        `_d${spec.tile.dk}_v${spec.tile.vk}`
-      : ""),
+    (spec.tile ? tileKey(spec.tile) : ""),
   generate(spec) {
     if (!(Number.isInteger(spec.headDim) && spec.headDim >= 1 && spec.headDim <= 256)) {
       throw new Error(`attention: headDim ${spec.headDim} is not an integer in [1, 256]`);

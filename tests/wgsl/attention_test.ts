@@ -40,12 +40,23 @@ const segment = (kvRows: number, qRows: number) =>
 // Tiles of the register-tiled path (head sizes that are multiples of 4), small enough to compile
 // quickly on GL llvmpipe and to give several key tiles per segment even at these sizes; between
 // them: one and several invocations per row, fewer and more invocations than staged elements,
-// head columns padded (d 8, 16, 48 are not multiples of 4·tx).
+// head columns padded (d 8, 16, 48 are not multiples of 4·tx), a resident Q block with K/V
+// tiles through prefetch registers, and k-major scores. Each head size takes one tile, because
+// GL compile time grows steeply with unrolled code (a resident tile at d 64 takes 9 s there).
 const TILES: AttentionTile[] = [
   { tx: 4, ty: 2, tq: 4, bkv: 4, dk: 4, vk: 4 },
   { tx: 4, ty: 1, tq: 4, bkv: 8, dk: 8, vk: 4 },
   { tx: 8, ty: 2, tq: 4, bkv: 8, dk: 4, vk: 8 },
+  { tx: 4, ty: 2, tq: 4, bkv: 8, dk: 4, vk: 4, resident: true },
+  { tx: 4, ty: 2, tq: 4, bkv: 16, dk: 4, vk: 8, kMajor: true },
 ];
+const TILE_BY_HEAD: Record<number, AttentionTile> = {
+  8: TILES[3],
+  16: TILES[4],
+  32: TILES[2],
+  48: TILES[1],
+  64: TILES[0],
+};
 
 const problem = fc.record({
   headDim: fc.constantFrom(5, 6, 8, 16, 32, 48, 64),
@@ -53,7 +64,6 @@ const problem = fc.record({
   // Small tiles give several key tiles per segment even at these small sizes: keysPerTile for the
   // generic path (head sizes 5 and 6), a tile for the register-tiled one.
   keysPerTile: fc.constantFrom(4, 8),
-  tile: fc.constantFrom(...TILES),
   accumulate: fc.boolean(),
   group: fc.constantFrom(1, 2, 4),
   kvHeads: fc.integer({ min: 1, max: 2 }),
@@ -133,7 +143,7 @@ gpuTest(
           headDim: p.headDim,
           kv: p.kv,
           accumulate: p.accumulate,
-          ...(p.headDim % 4 ? { keysPerTile: p.keysPerTile } : { tile: p.tile }),
+          ...(p.headDim % 4 ? { keysPerTile: p.keysPerTile } : { tile: TILE_BY_HEAD[p.headDim] }),
         };
         const shape = {
           qRows: p.qRows,
@@ -221,6 +231,15 @@ gpuTest(
       headDim: 64,
       kv: "f16",
       tile: { tx: 16, ty: 2, tq: 8, bkv: 16, dk: 4, vk: 4 },
+    }, 4),
+);
+gpuTest(
+  "attention with the APB layout, k-major scores, 8 pairs per invocation (d 32 f16, GQA 4)",
+  () =>
+    checkApb({
+      headDim: 32,
+      kv: "f16",
+      tile: { tx: 8, ty: 1, tq: 8, bkv: 32, dk: 4, vk: 8, kMajor: true },
     }, 4),
 );
 gpuTest(
@@ -346,8 +365,16 @@ Deno.test("attention keys: a spec without a tile keeps its plan id; tiles are na
     attention.key({ headDim: 64, kv: "f32", tile: TILES[2] }),
     "attention_d64_f32_t8x2x4_k8_d4_v8",
   );
+  equal(
+    attention.key({ headDim: 64, kv: "f32", tile: TILES[3] }),
+    "attention_d64_f32_t4x2x4_k8_res",
+  );
   throws(
     () => attention.generate({ headDim: 64, kv: "f32", tile: { ...TILES[0], bkv: 6 } }),
+    /invalid tile/,
+  );
+  throws(
+    () => attention.generate({ headDim: 64, kv: "f32", tile: { ...TILES[0], kMajor: true } }),
     /invalid tile/,
   );
 });
