@@ -84,13 +84,13 @@ export async function prefillSuite(values: Options): Promise<number> {
     const reference = denseLogits.get(job.tokens);
     record.errorVsDense = reference ? maxRelativeError(logits, reference) : null;
     records.push(record);
+    // Written after every run, so a run cut short by a time limit keeps what it measured.
+    if (values.json) await writeJson(values.json, gpu, records);
   }
   progress(jobs.length, jobs.length, "done");
   console.error("");
   const table = markdownTable(records);
-  if (values.json) {
-    await Deno.writeTextFile(values.json, JSON.stringify({ device: gpu.info, records }, null, 1));
-  }
+
   if (values.svg) await Deno.writeTextFile(values.svg, chart(records, model));
   console.log(table);
   return 0;
@@ -197,6 +197,11 @@ function chart(records: PrefillRecord[], model: ModelDefinition): string {
     series,
     fmtTokens,
   );
+}
+
+async function writeJson(file: string, gpu: Gpu, records: PrefillRecord[]): Promise<void> {
+  const date = new Date().toISOString();
+  await Deno.writeTextFile(file, JSON.stringify({ date, device: gpu.info, records }, null, 1));
 }
 
 function list(text: string, what: string): number[] {
