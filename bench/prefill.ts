@@ -57,11 +57,15 @@ export async function prefillSuite(values: Options): Promise<number> {
   console.log(
     `adapter: ${gpu.info.description}; model ${model.config.name}, ${model.config.layers} layer(s), weights ${weights}, KV ${kv}`,
   );
+  const wanted = (values.strategies ?? "dense,ring,zigzag,ulysses,star,apb").split(",");
   const jobs: { tokens: number; hosts: number; strategy: Strategy }[] = [];
   for (const tokens of lengths) {
-    jobs.push({ tokens, hosts: 1, strategy: strategyByName("dense") });
+    if (wanted.includes("dense")) {
+      jobs.push({ tokens, hosts: 1, strategy: strategyByName("dense") });
+    }
     for (const hosts of hostCounts) {
       for (const name of ["ring", "zigzag", "ulysses", "star", "apb"]) {
+        if (!wanted.includes(name)) continue;
         const c = model.config;
         if (name === "ulysses" && (c.heads % hosts || c.kvHeads % hosts)) continue;
         jobs.push({ tokens, hosts, strategy: strategyByName(name) });

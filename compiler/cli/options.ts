@@ -34,6 +34,7 @@ export const OPTIONS = {
   svg: { type: "string" },
   json: { type: "string" },
   lengths: { type: "string" },
+  strategies: { type: "string" },
   layers: { type: "string" },
   model: { type: "string" },
   eval: { type: "string" },
