@@ -57,6 +57,12 @@ export async function prefillSuite(values: Options): Promise<number> {
   console.log(
     `adapter: ${gpu.info.description}; model ${model.config.name}, ${model.config.layers} layer(s), weights ${weights}, KV ${kv}`,
   );
+  // --anchor and --passing set APB's lengths (the defaults scale the paper's table to the block).
+  const apbOptions = Object.fromEntries(
+    [["anchor", int(values, "anchor")], ["passing", int(values, "passing")]].filter(([, v]) =>
+      v !== undefined
+    ),
+  );
   const wanted = (values.strategies ?? "dense,ring,zigzag,ulysses,star,apb").split(",");
   const jobs: { tokens: number; hosts: number; strategy: Strategy }[] = [];
   for (const tokens of lengths) {
@@ -68,7 +74,11 @@ export async function prefillSuite(values: Options): Promise<number> {
         if (!wanted.includes(name)) continue;
         const c = model.config;
         if (name === "ulysses" && (c.heads % hosts || c.kvHeads % hosts)) continue;
-        jobs.push({ tokens, hosts, strategy: strategyByName(name) });
+        jobs.push({
+          tokens,
+          hosts,
+          strategy: strategyByName(name, name === "apb" ? apbOptions : {}),
+        });
       }
     }
   }
