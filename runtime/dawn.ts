@@ -125,8 +125,10 @@ const WANTED_LIMITS = [
 // Toggles: unsafe APIs for the experimental feature; robustness off because clamping every
 // subgroup-matrix load costs tensor-core throughput and our kernels guard their own edges;
 // timestamps unquantised (Dawn rounds them to 65 µs by default).
+// APB_DAWN_FLAGS (flags separated by ";") replaces them, to tell a crashing toggle from a bug.
 function dawnFlags(options: DawnOptions): string[] {
-  const flags = [
+  const override = Deno.env.get("APB_DAWN_FLAGS");
+  const flags = override !== undefined ? override.split(";").filter(Boolean) : [
     "enable-dawn-features=allow_unsafe_apis,disable_robustness",
     "disable-dawn-features=timestamp_quantization",
   ];
