@@ -24,7 +24,7 @@ export type { ElementType, StorageType } from "./wgsl/kernel.ts";
 export { ModelError, PlanError } from "./compiler/errors.ts";
 export { llama, llamaFromHuggingFace, llamaLayer } from "./compiler/models/llama.ts";
 export { lower } from "./compiler/lower.ts";
-export type { LowerOptions } from "./compiler/lower.ts";
+export type { Int8Choice, LowerOptions } from "./compiler/lower.ts";
 export { PLAN_FORMAT, PLAN_VERSION, PlanFormatError, validatePlan } from "./compiler/plan.ts";
 export type * from "./compiler/plan.ts";
 export * from "./compiler/strategies/strategy.ts";
@@ -39,7 +39,7 @@ export { ulysses } from "./compiler/strategies/ulysses.ts";
 export { builtinStrategies, strategyByName } from "./compiler/strategies/mod.ts";
 export type { BuiltinOptions } from "./compiler/strategies/mod.ts";
 export { type Gpu, NoAdapterError, openGpu } from "./runtime/device.ts";
-export type { DeviceInfo, OpenGpuOptions } from "./runtime/device.ts";
+export type { DeviceInfo, OpenGpuOptions, SubgroupMatrixConfig } from "./runtime/device.ts";
 export type {
   Executor,
   HostInputs,
