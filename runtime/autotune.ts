@@ -17,8 +17,8 @@ import {
 } from "../wgsl/matmul.ts";
 import { type AttentionSpec, type AttentionTile, flashLayout } from "../wgsl/attention.ts";
 import type { StorageType } from "../wgsl/kernel.ts";
-import { fillRandom } from "../wgsl/fill_random.ts";
 import { compileKernel } from "./pipelines.ts";
+import { encodeFill } from "./fill.ts";
 
 export type { Expr } from "../compiler/plan.ts";
 export type { KernelFamily, Sizes } from "../wgsl/kernel.ts";
@@ -508,25 +508,7 @@ export async function kernelBuffers(
     }
     const fill = { elem: b.elem === "f16" ? "f16" : "f32" } as const;
     const fillSizes = { count, seed: seed * 977 + i, scale: 1, bias: 0, offset: 0 };
-    const compiled = await compileKernel(device, fillRandom.generate(fill), "fill_random");
-    const uniform = device.createBuffer({
-      size: 256,
-      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-    });
-    temporaries.push(uniform);
-    device.queue.writeBuffer(uniform, 0, fillRandom.params(fill, fillSizes));
-    pass.setPipeline(compiled.pipeline);
-    pass.setBindGroup(
-      0,
-      device.createBindGroup({
-        layout: compiled.layout,
-        entries: [
-          { binding: 0, resource: { buffer: uniform } },
-          { binding: 1, resource: { buffer } },
-        ],
-      }),
-    );
-    pass.dispatchWorkgroups(...fillRandom.dispatch(fill, fillSizes));
+    temporaries.push(await encodeFill(device, pass, buffer, fill, fillSizes));
   }
   pass.end();
   device.queue.submit([encoder.finish()]);

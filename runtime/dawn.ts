@@ -17,7 +17,7 @@
 // timestamp queries all the same and read back once per batch.
 
 import { createRequire } from "node:module";
-import { type Gpu, NoAdapterError, type SubgroupMatrixConfig } from "./device.ts";
+import { type Gpu, NoAdapterError, requestedLimits, type SubgroupMatrixConfig } from "./device.ts";
 
 /** The feature that gives WGSL subgroup matrices (tensor cores on NVIDIA). */
 export const SUBGROUP_MATRIX_FEATURE = "chromium-experimental-subgroup-matrix" as GPUFeatureName;
@@ -111,16 +111,6 @@ const WANTED_FEATURES = [
   "subgroups",
   SUBGROUP_MATRIX_FEATURE,
 ] as GPUFeatureName[];
-const WANTED_LIMITS = [
-  "maxStorageBufferBindingSize",
-  "maxBufferSize",
-  "maxComputeWorkgroupStorageSize",
-  "maxStorageBuffersPerShaderStage",
-  "maxComputeInvocationsPerWorkgroup",
-  "maxComputeWorkgroupSizeX",
-  "maxComputeWorkgroupSizeY",
-  "maxComputeWorkgroupsPerDimension",
-] as const;
 
 // Toggles: unsafe APIs for the experimental feature; robustness off because clamping every
 // subgroup-matrix load costs tensor-core throughput and our kernels guard their own edges;
@@ -172,8 +162,7 @@ export async function openDawnGpu(options: DawnOptions = {}): Promise<Gpu> {
         }); the int8 tensor-core kernels cannot run on it`,
     );
   }
-  const requiredLimits: Record<string, number> = {};
-  for (const name of WANTED_LIMITS) requiredLimits[name] = adapter.limits[name];
+  const requiredLimits = requestedLimits(adapter);
   const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
   patchAsyncPipelines(device);
   device.addEventListener("uncapturederror", (e) => {

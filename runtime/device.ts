@@ -61,6 +61,14 @@ const WANTED_LIMITS = [
   "maxComputeWorkgroupsPerDimension",
 ] as const;
 
+/**
+ * The limits every device is opened with, each at what `source` (an adapter or another device)
+ * offers: WebGPU grants only the spec defaults otherwise.
+ */
+export function requestedLimits(source: { limits: GPUSupportedLimits }): Record<string, number> {
+  return Object.fromEntries(WANTED_LIMITS.map((name) => [name, source.limits[name]]));
+}
+
 /** Options for {@linkcode openGpu}. */
 export interface OpenGpuOptions {
   /** Leave out features even when the adapter has them (to test fallbacks). */
@@ -90,8 +98,7 @@ export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
   if (!adapter) throw new NoAdapterError(noAdapterMessage("requestAdapter() returned null"));
   const skip = new Set(options.without ?? []);
   const features = WANTED_FEATURES.filter((f) => adapter.features.has(f) && !skip.has(f));
-  const requiredLimits: Record<string, number> = {};
-  for (const name of WANTED_LIMITS) requiredLimits[name] = adapter.limits[name];
+  const requiredLimits = requestedLimits(adapter);
   // `subgroups` is requestable on Vulkan though Deno does not list it; try it first.
   let device: GPUDevice | null = null;
   let granted = features;

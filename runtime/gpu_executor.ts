@@ -11,10 +11,10 @@ import {
   type Step,
   type Transfer,
 } from "../compiler/plan.ts";
-import { fillRandom, kernelFamily, ropeTable } from "../wgsl/mod.ts";
+import { kernelFamily, ropeTable } from "../wgsl/mod.ts";
 import { hash2 } from "../wgsl/_hash.ts";
 import type { KernelFamily, Sizes } from "../wgsl/kernel.ts";
-import type { Gpu } from "./device.ts";
+import { type Gpu, requestedLimits } from "./device.ts";
 import type { Executor, HostInputs, RunOptions, RunResult, WeightSource } from "./executor.ts";
 import { bufferBytes, checkLimits, fmtBytes, OutOfMemoryError } from "./memory.ts";
 import { type CompiledKernel, compileKernel } from "./pipelines.ts";
@@ -22,6 +22,7 @@ import { bytesPer, decodeElements } from "./run_kernel.ts";
 import { tunedSpec } from "./autotune.ts";
 import { phaseRecords } from "./timing.ts";
 import { weightElements, weightOffset } from "./weights_init.ts";
+import { encodeFill } from "./fill.ts";
 
 /** Options of {@linkcode createGpuExecutor}. */
 export interface GpuExecutorOptions {
@@ -65,7 +66,7 @@ export async function createGpuExecutor(
       devices.push(
         await gpu.adapter.requestDevice({
           requiredFeatures: [...gpu.device.features] as GPUFeatureName[],
-          requiredLimits: limitsOf(gpu.device),
+          requiredLimits: requestedLimits(gpu.device),
         }),
       );
       hostDevice[h] = h;
@@ -76,20 +77,6 @@ export async function createGpuExecutor(
   await ex.allocate();
   await ex.compileAll();
   return ex;
-}
-
-function limitsOf(device: GPUDevice): Record<string, number> {
-  const names = [
-    "maxStorageBufferBindingSize",
-    "maxBufferSize",
-    "maxComputeWorkgroupStorageSize",
-    "maxStorageBuffersPerShaderStage",
-    "maxComputeInvocationsPerWorkgroup",
-    "maxComputeWorkgroupSizeX",
-    "maxComputeWorkgroupSizeY",
-    "maxComputeWorkgroupsPerDimension",
-  ] as const;
-  return Object.fromEntries(names.map((n) => [n, device.limits[n]]));
 }
 
 class GpuExecutor implements Executor {
@@ -168,7 +155,6 @@ class GpuExecutor implements Executor {
 
   /** Weights (loaded or seeded) and tables, one command buffer per device. */
   async #fill(): Promise<void> {
-    const seeded = kernelFamily("fill_random");
     for (const [d, device] of this.devices.entries()) {
       const buffers = this.#buffers[d];
       const encoder = device.createCommandEncoder();
@@ -189,25 +175,7 @@ class GpuExecutor implements Executor {
           bias: w.init.bias,
           offset: weightOffset(w),
         };
-        const compiled = await compileKernel(device, fillRandom.generate(spec), "fill_random");
-        const uniform = device.createBuffer({
-          size: 256,
-          usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-        });
-        temporaries.push(uniform);
-        device.queue.writeBuffer(uniform, 0, seeded.params(spec, sizes));
-        pass.setPipeline(compiled.pipeline);
-        pass.setBindGroup(
-          0,
-          device.createBindGroup({
-            layout: compiled.layout,
-            entries: [
-              { binding: 0, resource: { buffer: uniform } },
-              { binding: 1, resource: { buffer } },
-            ],
-          }),
-        );
-        pass.dispatchWorkgroups(...seeded.dispatch(spec, sizes));
+        temporaries.push(await encodeFill(device, pass, buffer, spec, sizes));
       }
       pass.end();
       for (const b of this.plan.buffers) {
