@@ -19,6 +19,7 @@ import { type AttentionSpec, type AttentionTile, flashLayout } from "../wgsl/att
 import type { StorageType } from "../wgsl/kernel.ts";
 import { compileKernel } from "./pipelines.ts";
 import { encodeFill } from "./fill.ts";
+import { timePasses } from "./gpu_timing.ts";
 
 export type { Expr } from "../compiler/plan.ts";
 export type { KernelFamily, Sizes } from "../wgsl/kernel.ts";
@@ -601,45 +602,6 @@ export async function timeKernel(
   const samples = times.map((t) => t / reps);
   const sorted = [...samples].sort((a, b) => a - b);
   return { ms: sorted[Math.floor(sorted.length / 2)], samples, reps };
-}
-
-/** GPU milliseconds of `count` compute passes, each encoded by `encode`, in one submit. */
-async function timePasses(
-  device: GPUDevice,
-  count: number,
-  encode: (pass: GPUComputePassEncoder) => void,
-): Promise<number[]> {
-  const set = device.createQuerySet({ type: "timestamp", count: 2 * count });
-  const resolve = device.createBuffer({
-    size: 16 * count,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  const read = device.createBuffer({
-    size: 16 * count,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-  });
-  const encoder = device.createCommandEncoder();
-  for (let i = 0; i < count; i++) {
-    const pass = encoder.beginComputePass({
-      timestampWrites: {
-        querySet: set,
-        beginningOfPassWriteIndex: 2 * i,
-        endOfPassWriteIndex: 2 * i + 1,
-      },
-    });
-    encode(pass);
-    pass.end();
-  }
-  encoder.resolveQuerySet(set, 0, 2 * count, resolve, 0);
-  encoder.copyBufferToBuffer(resolve, 0, read, 0, 16 * count);
-  device.queue.submit([encoder.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const t = new BigUint64Array(read.getMappedRange().slice(0));
-  read.unmap();
-  read.destroy();
-  resolve.destroy();
-  set.destroy();
-  return Array.from({ length: count }, (_, i) => Number(t[2 * i + 1] - t[2 * i]) / 1e6);
 }
 
 /** What {@linkcode tuneKernel} measured. */
