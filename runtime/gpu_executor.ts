@@ -51,6 +51,8 @@ interface Prepared {
   phases: { ops: Op[][]; transfers: (Op | Transfer)[] }[];
   /** Per device: uniform buffer and how many 256-byte slots it holds. */
   uniforms: { buffer: GPUBuffer; slots: number; data: ArrayBuffer }[];
+  /** The run-time variables the uniforms hold params for (prefill's never change). */
+  paramsFor?: string;
 }
 
 /** Opens devices, allocates and fills buffers, and compiles every kernel of `plan`. */
@@ -348,6 +350,9 @@ class GpuExecutor implements Executor {
   }
 
   #writeParams(prepared: Prepared, vars: Record<string, number>): void {
+    const key = JSON.stringify(vars);
+    if (prepared.paramsFor === key) return;
+    prepared.paramsFor = key;
     const fill = (op: Op) => {
       const u = prepared.uniforms[this.hostDevice[op.host]];
       const bytes = op.family.params(op.spec, evalSizes(op.sizes, vars));
