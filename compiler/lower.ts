@@ -68,9 +68,10 @@ export interface LowerOptions {
    */
   chunkRows?: number;
   /**
-   * Int8 tensor-core kernels (Dawn subgroup matrices): linear layers become quantize +
-   * int8_matmul (weights quantised per output channel at the start of prefill), attention
-   * int8_attention. The subgroup-matrix shape comes from the adapter (`int8Choice`).
+   * Int8 tensor-core kernels (Dawn subgroup matrices): linear layers but the LM head become
+   * quantize + int8_matmul (weights quantised per output channel once, in the setup program).
+   * Attention stays f32: the int8_attention family is not yet correct on the GPU. The
+   * subgroup-matrix shape comes from the adapter.
    */
   int8?: Int8Choice | null;
 }

@@ -9,7 +9,6 @@ import type { Expr } from "./plan.ts";
 import type { ProgramBuilder } from "./program.ts";
 import type { KvEntry, KvRef, Scorer } from "./strategies/strategy.ts";
 import { hash2 } from "../wgsl/mod.ts";
-import type { StorageType } from "../wgsl/kernel.ts";
 
 const MAX_SEGMENTS = 8;
 
@@ -772,7 +771,7 @@ function runTask(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask): 
         qOffset: row,
         outOffset: row,
       });
-      L.dispatch(pb, X, ...attentionKernel(L, spec), sizes, {
+      L.dispatch(pb, X, "attention", spec, sizes, {
         ...bind,
         q: L.at(node.inputs[0], X, chunk).buffer,
         out: L.at(node.id, X, chunk).buffer,
@@ -790,28 +789,12 @@ function runTask(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask): 
     outOffset: 0,
   });
   const rows = t.qRows;
-  L.dispatch(pb, X, ...attentionKernel(L, spec), sizes, {
+  L.dispatch(pb, X, "attention", spec, sizes, {
     ...bind,
     q: `h${X}.tq${t.index}`,
     out: L.buffer(`h${X}.to${t.index}`, X, "f32", rows * hc * c.headDim, "exchange"),
     lse: L.buffer(`h${X}.tl${t.index}`, X, "f32", rows * hc, "exchange"),
   }, label);
-}
-
-/**
- * The prefill attention family: int8_attention (same bindings and sizes) when the plan uses the
- * int8 kernels and the head size suits subgroup matrices, else the f32 family.
- */
-function attentionKernel(
-  L: Lowering,
-  spec: { headDim: number; kv: StorageType; accumulate: boolean },
-): [string, unknown] {
-  const int8 = L.opts.int8;
-  if (!int8 || spec.headDim % 32 !== 0 || spec.headDim > 128) return ["attention", spec];
-  return [
-    "int8_attention",
-    { ...spec, matrixN: int8.matrix.n, subgroupSize: int8.subgroupSize },
-  ];
 }
 
 /** A task's segment table for its query rows [at, at + count), renumbered from 0. */

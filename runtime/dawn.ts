@@ -127,6 +127,8 @@ function dawnFlags(options: DawnOptions): string[] {
   return flags;
 }
 
+const liveInstances: GPU[] = [];
+
 /**
  * Opens a Dawn device with subgroups, subgroup matrices and timestamp queries where the adapter has
  * them, and the adapter's full limits. Returns the same {@linkcode Gpu} shape as Deno's backend;
@@ -136,6 +138,9 @@ export async function openDawnGpu(options: DawnOptions = {}): Promise<Gpu> {
   const { path, module } = loadDawn(options.addon);
   installGlobals(module.globals);
   const gpu = module.create(dawnFlags(options));
+  // dawn.node frees its instance when the JS object is collected, even with devices alive, and
+  // later calls then crash at random (whenever V8 collected it): keep every instance alive.
+  liveInstances.push(gpu);
   let adapter: GPUAdapter | null = null;
   try {
     adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });

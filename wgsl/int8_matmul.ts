@@ -91,13 +91,13 @@ const MAX_WORKGROUP_BYTES = 49152;
 const PAD_WORDS = 4;
 
 /** The standard tilings, from large square tiles down to skinny ones for few rows. */
-// 256x128x32/64x64 is left out: creating its pipeline crashes dawn.node 0.6.2 (segmentation
-// fault) on the H100 with driver 580.159.04, while its transpose 128x256x32 runs.
+// Left out: 64x256x32/32x64, whose epilogue strip does not fit its staging memory, and
+// 256x128x32/64x64, whose pipeline creation crashed once (before dawn.node's instance was kept
+// alive, which may have been the cause).
 export const INT8_TILES: Record<string, Int8Tile> = {
   "128x128x64/64x64": { bm: 128, bn: 128, bk: 64, wm: 64, wn: 64 },
   "128x128x64/32x64": { bm: 128, bn: 128, bk: 64, wm: 32, wn: 64 },
   "128x256x32/64x64": { bm: 128, bn: 256, bk: 32, wm: 64, wn: 64 },
-  "64x256x32/32x64": { bm: 64, bn: 256, bk: 32, wm: 32, wn: 64 },
   "64x128x64/32x64": { bm: 64, bn: 128, bk: 64, wm: 32, wn: 64 },
   "64x64x64/32x32": { bm: 64, bn: 64, bk: 64, wm: 32, wn: 32 },
   "16x128x64/16x32": { bm: 16, bn: 128, bk: 64, wm: 16, wn: 32 },

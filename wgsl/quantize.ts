@@ -18,7 +18,8 @@ export interface QuantizeSpec {
   /** Storage type of the input rows (activations are f32; weights may be f16). */
   input: StorageType;
   /**
-   * SmoothQuant factor per column (binding `smooth`, f32): activations are divided by it,
+   * SmoothQuant factor per column (binding `smoothing`, f32; `smooth` is a reserved word in
+   * WGSL): activations are divided by it,
    * weights multiplied; "none" reads no factor.
    */
   smooth: "none" | "divide" | "multiply";
@@ -42,13 +43,13 @@ export function packedStride(cols: number): number {
 
 function smoothWgsl(spec: QuantizeSpec): string {
   if (spec.smooth === "none") return "";
-  return spec.smooth === "divide" ? " / smooth[c]" : " * smooth[c]";
+  return spec.smooth === "divide" ? " / smoothing[c]" : " * smoothing[c]";
 }
 
 /**
  * Row r (input row `xOffset + r`): `scale[r] = max_c |x'[r, c]| / 127` and
  * `q[r, c] = clamp(round(x'[r, c] / scale[r]), −127, 127)` with `x' = x` (or x divided or
- * multiplied by `smooth[c]`), packed four to an i32 word into `q[r·qStride …]`, zero-padded. A row
+ * multiplied by `smoothing[c]`), packed four to an i32 word into `q[r·qStride …]`, zero-padded. A row
  * of zeros gets scale 0 and q = 0.
  */
 export const quantize: KernelFamily<QuantizeSpec> = {
@@ -57,7 +58,7 @@ export const quantize: KernelFamily<QuantizeSpec> = {
   generate(spec) {
     const bindings: BindingSpec[] = [
       { name: "x", access: "read", elem: spec.input },
-      ...(spec.smooth === "none" ? [] : [{ name: "smooth", access: "read", elem: "f32" } as const]),
+      ...(spec.smooth === "none" ? [] : [{ name: "smoothing", access: "read", elem: "f32" } as const]),
       { name: "q", access: "read_write", elem: "i32" },
       { name: "scale", access: "read_write", elem: "f32" },
     ];
@@ -118,7 +119,7 @@ fn main(${ENTRY_BUILTINS}) {
     }
     return packParams("quantize", FIELDS, sizes);
   },
-  reference(spec, sizes, { x, smooth, q, scale }) {
+  reference(spec, sizes, { x, smoothing, q, scale }) {
     const { rows, cols, xOffset, qStride } = sizes;
     const stored = storageRound(spec.input);
     const row = new Float64Array(cols);
@@ -127,7 +128,7 @@ fn main(${ENTRY_BUILTINS}) {
         const v = stored(x[(xOffset + r) * cols + c]);
         row[c] = spec.smooth === "none"
           ? v
-          : Math.fround(spec.smooth === "divide" ? v / smooth[c] : v * smooth[c]);
+          : Math.fround(spec.smooth === "divide" ? v / smoothing[c] : v * smoothing[c]);
       }
       const { q: codes, scale: s } = quantizeRow(row);
       scale[r] = s;
