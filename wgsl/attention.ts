@@ -75,6 +75,23 @@ export interface AttentionTile {
    * bkv/tx to be a multiple of 4; not combined with `resident`.
    */
   kMajor?: boolean;
+  /**
+   * Software-pipelined stages (implies k-major scores): a key tile is a sequence of stages (Q and
+   * K chunks of dk head elements, then V chunks of vk keys) through two stage buffers in
+   * workgroup memory. Each stage's global loads are issued into registers before the previous
+   * stage's arithmetic and stored after it, so one barrier per stage separates loading from
+   * computing and no global round trip is exposed. The Q staging addresses are computed once,
+   * loads are coalesced in 32-byte runs, and the stage loops are not unrolled (small loop
+   * bodies). Not combined with `resident`.
+   */
+  pipelined?: boolean;
+  /**
+   * Row maxima and sums across the tx invocations of a row by subgroup shuffles instead of
+   * workgroup memory (one barrier and a round trip less per key tile). Needs the device feature
+   * `subgroups` and subgroups of at least tx invocations (tx a power of two); invocations are
+   * numbered by subgroup, so any layout of subgroups in the workgroup works.
+   */
+  subgroups?: boolean;
 }
 
 /**
@@ -317,23 +334,96 @@ export function flashLayout(spec: AttentionSpec, t: AttentionTile): {
   // Rows padded by one vec4 so that lanes reading different rows fall on different banks.
   const qkStride = (t.resident ? dPad / 4 : t.dk / 4) + 1;
   const pStride = t.bkv / 4 + 1;
+  const red = t.subgroups ? 0 : t.tx * (bq / 4);
+  if (t.pipelined) {
+    const stage = pipelinedStage(t, dPad);
+    const bytes = 16 * (2 * stage.rows * stage.width + bq * pStride + red);
+    return { bq, dPad, qkStride, pStride, bytes, tk: t.bkv / t.tx, td4: dPad / 4 / t.tx };
+  }
   const v = t.resident ? 0 : t.vk * (dPad / 4);
   // k-major: dk rows of bq/4 (and bkv/4) vec4s, padded by one.
   const qk = t.kMajor
     ? t.dk * (bq / 4 + 1) + t.dk * (t.bkv / 4 + 1)
     : bq * qkStride + t.bkv * qkStride;
-  const bytes = 16 * (qk + v + bq * pStride + t.tx * (bq / 4));
+  const bytes = 16 * (qk + v + bq * pStride + red);
   return { bq, dPad, qkStride, pStride, bytes, tk: t.bkv / t.tx, td4: dPad / 4 / t.tx };
+}
+
+/**
+ * One stage buffer of the pipelined path: `rows` rows of `width` vec4s. A Q·Kᵀ stage holds Q
+ * k-major in rows 0…dk−1 (bq/4 + 1 vec4s each) and K in rows dk…2dk−1 (bkv/4 + 1); a P·V stage
+ * holds each key's head row as td4 pieces of tx vec4s, `per` pieces to a row. Every operand read
+ * in the inner loops is then buf[parity][constant][invariant + constant].
+ */
+function pipelinedStage(
+  t: AttentionTile,
+  dPad: number,
+): { rows: number; width: number; per: number } {
+  const width = Math.max(t.ty * t.tq / 4 + 1, t.bkv / 4 + 1);
+  const per = Math.floor(width / t.tx);
+  const pieces = t.vk * (dPad / 4 / t.tx);
+  return { rows: Math.max(2 * t.dk, Math.ceil(pieces / per)), width, per };
 }
 
 function checkFlashTile(spec: AttentionSpec, t: AttentionTile): void {
   const chunks = t.resident ||
     ([t.dk, t.vk].every((v) => Number.isInteger(v) && v > 0) && t.bkv % t.vk === 0 &&
       t.dk % 4 === 0 && t.vk % 4 === 0);
+  const kMajor = t.kMajor || t.pipelined;
   const ok = [t.tx, t.ty, t.tq, t.bkv].every((v) => Number.isInteger(v) && v > 0) &&
     t.tx % 4 === 0 && t.tq % 4 === 0 && t.bkv % t.tx === 0 && t.bkv % 4 === 0 && chunks &&
-    t.tx * t.ty <= 1024 && (!t.kMajor || ((t.bkv / t.tx) % 4 === 0 && !t.resident));
+    t.tx * t.ty <= 1024 && (!kMajor || ((t.bkv / t.tx) % 4 === 0 && !t.resident)) &&
+    (!t.subgroups || (t.tx & (t.tx - 1)) === 0);
   if (!ok) throw new Error(`attention: invalid tile ${JSON.stringify(t)} for d ${spec.headDim}`);
+}
+
+/** Entry parameters and the invocation's (tx, ty): by subgroup when the tile uses subgroups. */
+function lanes(t: AttentionTile): { params: string; setup: string } {
+  if (!t.subgroups) {
+    return {
+      params: ENTRY_BUILTINS,
+      setup: `  let tx = lid % ${t.tx}u;\n  let ty = lid / ${t.tx}u;`,
+    };
+  }
+  // Numbered subgroup by subgroup, so that the tx invocations of a row share one subgroup
+  // (tx divides the subgroup size) whatever the layout of subgroups in the workgroup.
+  return {
+    params: `${ENTRY_BUILTINS}, @builtin(subgroup_invocation_id) sgLane: u32, ` +
+      "@builtin(subgroup_size) sgSize: u32, @builtin(subgroup_id) sgId: u32",
+    setup: `  let lane = sgId * sgSize + sgLane;
+  let tx = lane % ${t.tx}u;
+  let ty = lane / ${t.tx}u;`,
+  };
+}
+
+// Combines `top{q}` (vec4 of four pairs' values) over the tx invocations of each row with `op`
+// ("max" or "+"), through subgroup shuffles or the workgroup array `red` (which costs barriers).
+function rowReduce(t: AttentionTile, name: string, op: "max" | "+", indent: string): string {
+  const rows = Array.from({ length: t.tq / 4 }, (_, q) => q);
+  const combine = (a: string, b: string) => (op === "max" ? `max(${a}, ${b})` : `${a} + ${b}`);
+  if (t.subgroups) {
+    const steps: string[] = [];
+    for (let mask = 1; mask < t.tx; mask *= 2) {
+      for (const q of rows) {
+        steps.push(
+          `${indent}${name}${q} = ${
+            combine(`${name}${q}`, `subgroupShuffleXor(${name}${q}, ${mask}u)`)
+          };`,
+        );
+      }
+    }
+    return steps.join("\n");
+  }
+  return [
+    ...rows.map((q) => `${indent}red[tx][ty * ${t.tq / 4}u + ${q}u] = ${name}${q};`),
+    `${indent}workgroupBarrier();`,
+    ...rows.map((q) => `${indent}${name}${q} = red[0][ty * ${t.tq / 4}u + ${q}u];`),
+    `${indent}for (var x = 1u; x < ${t.tx}u; x++) {`,
+    ...rows.map((q) =>
+      `${indent}  ${name}${q} = ${combine(`${name}${q}`, `red[x][ty * ${t.tq / 4}u + ${q}u]`)};`
+    ),
+    `${indent}}`,
+  ].join("\n");
 }
 
 function flashCode(spec: AttentionSpec, t: AttentionTile): string {
@@ -494,6 +584,7 @@ ${
       qTile[r][c] = v;`,
   );
   const rowq = (f: (q: number) => string) => lines(t.tq / 4, f);
+  const lane = lanes(t);
   return `${paramsWgsl(FIELDS)}${declareBindings(bindings, vectors)}${NEG_INF_WGSL}${segmentWgsl()}
 const NEG_BIG = -3.0e38;
 ${
@@ -505,10 +596,10 @@ var<workgroup> kTile: array<array<vec4<f32>, ${L.qkStride}>, ${t.bkv}>;`
   }
 ${resident ? "" : `var<workgroup> vTile: array<array<vec4<f32>, ${L.dPad / 4}>, ${t.vk}>;`}
 var<workgroup> pTile: array<array<vec4<f32>, ${L.pStride}>, ${bq}>;
-var<workgroup> red: array<array<vec4<f32>, ${bq / 4}>, ${t.tx}>;
+${t.subgroups ? "" : `var<workgroup> red: array<array<vec4<f32>, ${bq / 4}>, ${t.tx}>;`}
 
 @compute @workgroup_size(${threads})
-fn main(${ENTRY_BUILTINS}) {
+fn main(${lane.params}) {
   let group = params.heads / params.kvHeads;
   let pairs = params.qRows * group;
   let tilesPerHead = (pairs + ${bq - 1}u) / ${bq}u;
@@ -520,8 +611,7 @@ fn main(${ENTRY_BUILTINS}) {
   let firstPair = (tilesPerHead - 1u - (flat - g * tilesPerHead)) * ${bq}u;
   let rowLo = firstPair / group;
   let rowHi = min(firstPair + ${bq - 1}u, pairs - 1u) / group;
-  let tx = lid % ${t.tx}u;
-  let ty = lid / ${t.tx}u;
+${lane.setup}
   let scale2 = params.scale * 1.4426950408889634;
 ${lines(t.tq, (i) => `  let row${i} = (firstPair + ty * ${t.tq}u + ${i}u) / group;`)}
 ${lines(t.tq, (i) => `  let valid${i} = firstPair + ty * ${t.tq}u + ${i}u < pairs;`)}
@@ -588,7 +678,9 @@ ${
   }
 ${
     rowq((q) =>
-      `      red[tx][ty * ${t.tq / 4}u + ${q}u] = vec4<f32>(${
+      `      ${
+        t.subgroups ? "var top" + q + " =" : `red[tx][ty * ${t.tq / 4}u + ${q}u] =`
+      } vec4<f32>(${
         range(4).map((r) => {
           const i = q * 4 + r;
           const parts = kMajor
@@ -601,11 +693,13 @@ ${
       });`
     )
   }
-      workgroupBarrier();
+${
+    t.subgroups ? rowReduce(t, "top", "max", "      ") : `      workgroupBarrier();
 ${rowq((q) => `      var top${q} = red[0][ty * ${t.tq / 4}u + ${q}u];`)}
       for (var x = 1u; x < ${t.tx}u; x++) {
 ${rowq((q) => `        top${q} = max(top${q}, red[x][ty * ${t.tq / 4}u + ${q}u]);`)}
-      }
+      }`
+  }
 ${
     lines(t.tq, (i) => {
       const top = `top${Math.floor(i / 4)}[${i % 4}]`;
@@ -653,19 +747,308 @@ ${vChunks}
     }
   }
   // Row sums: each invocation holds the sum over its own keys.
-  workgroupBarrier();
 ${
-    rowq((q) =>
-      `  red[tx][ty * ${t.tq / 4}u + ${q}u] = vec4<f32>(${
-        range(4).map((r) => `l${q * 4 + r}`).join(", ")
-      });`
-    )
-  }
+    t.subgroups
+      ? `${
+        rowq((q) =>
+          `  var sum${q} = vec4<f32>(${range(4).map((r) => `l${q * 4 + r}`).join(", ")});`
+        )
+      }
+${rowReduce(t, "sum", "+", "  ")}`
+      : `  workgroupBarrier();
+${
+        rowq((q) =>
+          `  red[tx][ty * ${t.tq / 4}u + ${q}u] = vec4<f32>(${
+            range(4).map((r) => `l${q * 4 + r}`).join(", ")
+          });`
+        )
+      }
   workgroupBarrier();
 ${rowq((q) => `  var sum${q} = vec4<f32>();`)}
   for (var x = 0u; x < ${t.tx}u; x++) {
 ${rowq((q) => `    sum${q} += red[x][ty * ${t.tq / 4}u + ${q}u];`)}
+  }`
   }
+${flashEpilogue(spec, t, td4)}
+}
+`;
+}
+
+// The pipelined register-tiled path (`tile.pipelined`). Per key tile: the Q·Kᵀ stages (one per dk
+// head elements: Q and K chunks, k-major), the online softmax, then the P·V stages (one per vk
+// keys). Every stage's global loads go into the prefetch registers pf* one stage ahead, so a
+// stage is: store pf* (converted, Q scaled) into the stage buffer at `cur`, barrier, issue the
+// next stage's loads, compute from `cur`, flip `cur`. One barrier per stage suffices: a buffer is
+// rewritten two stages after it was read, and the barrier of the stage in between orders them.
+function pipelinedCode(spec: AttentionSpec, t: AttentionTile): string {
+  const d = spec.headDim;
+  const d4 = d / 4;
+  const L = flashLayout(spec, t);
+  const { bq, tk, td4 } = L;
+  const B = pipelinedStage(t, L.dPad);
+  const threads = t.tx * t.ty;
+  const dp4 = L.dPad / 4;
+  const dq = t.dk / 4;
+  const nQK = Math.ceil(L.dPad / t.dk);
+  const nV = t.bkv / t.vk;
+  const tg = tk / 4;
+  const [nQ, nK, nVi] = [bq * dq, t.bkv * dq, t.vk * dp4];
+  const [sQ, sK, sV] = [nQ, nK, nVi].map((n) => Math.ceil(n / threads));
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const lines = (n: number, f: (i: number) => string) => range(n).map(f).join("\n");
+  const rowq = (f: (q: number) => string) => lines(t.tq / 4, f);
+  const kvVec = spec.kv === "f32" ? "vec4<f32>" : "vec2<u32>";
+  const bindings = attentionBindings(spec.kv);
+  const vectors = { q: "vec4<f32>", out: "vec4<f32>", k0: kvVec, v0: kvVec, k1: kvVec, v1: kvVec };
+  // Loads go into the prefetch registers as stored (f16 pairs packed in u32s) and are converted
+  // (and Q scaled) only when stored to workgroup memory: an instruction that consumes a load
+  // right away would wait for it there, and the stage's arithmetic would no longer hide it.
+  const kvRead = (name: string) => `${name}[row * ${d4}u + c]`;
+  const kvF32 = (v: string) =>
+    spec.kv === "f32" ? v : `vec4<f32>(unpack2x16float(${v}.x), unpack2x16float(${v}.y))`;
+  const lane = lanes(t);
+  // Item e of a Q or K chunk (R rows of dq vec4s): runs of two vec4s (32 bytes) along a row, so
+  // that a subgroup's loads use whole sectors and its k-major scalar stores hit distinct banks.
+  const split = (e: string, R: number) =>
+    dq % 2 === 0
+      ? { r: `(${e} / 2u) % ${R}u`, cc: `(${e} / ${2 * R}u) * 2u + ${e} % 2u` }
+      : { r: `${e} % ${R}u`, cc: `${e} / ${R}u` };
+  const guard = (e: string, n: number, q: number) => ((q + 1) * threads > n ? `${e} < ${n}u` : "");
+  const both = (...c: string[]) => c.filter((x) => x).join(" && ") || "true";
+  // Per-invocation constants of the Q and K items it stages (the same in every stage).
+  const slots = [
+    ...range(sQ).map((q) => {
+      const e = `qe${q}`;
+      const m = split(e, bq);
+      return `  let ${e} = lid + ${q * threads}u;
+  let qr${q} = ${m.r};
+  let qc${q} = ${m.cc};
+  let qOk${q} = ${both(guard(e, nQ, q), `firstPair + qr${q} < pairs`)};
+  var qAt${q} = 0u;
+  if (qOk${q}) {
+    let pair = firstPair + qr${q};
+    qAt${q} = ((params.qOffset + pair / group) * params.heads + g * group + pair % group) * ${d4}u + qc${q};
+  }`;
+    }),
+    ...range(sK).map((q) => {
+      const e = `ke${q}`;
+      const m = split(e, t.bkv);
+      return `  let ${e} = lid + ${q * threads}u;
+  let kr${q} = ${m.r};
+  let kc${q} = ${m.cc};`;
+    }),
+  ].join("\n");
+  // Loads of the Q·Kᵀ stage at head element dc of the tile at key t0n.
+  const prefetchQK = (t0n: string, dc: string, ind: string) =>
+    [
+      `${ind}{`,
+      `${ind}  let c0 = ${dc} / 4u;`,
+      ...range(sQ).map((q) =>
+        `${ind}  pfQ${q} = vec4<f32>();\n` +
+        `${ind}  if (qOk${q} && c0 + qc${q} < ${d4}u) { pfQ${q} = q[qAt${q} + c0]; }`
+      ),
+      ...range(sK).map((q) =>
+        `${ind}  {
+${ind}    let c = c0 + kc${q};
+${ind}    let key = ${t0n} + kr${q};
+${ind}    pfK${q} = ${kvVec}();
+${ind}    if (${both(guard(`ke${q}`, nK, q), "i32(key) < keyEnd", `c < ${d4}u`)}) {
+${ind}      let row = (seg.kvStart + key) * params.kvHeads + g;
+${ind}      if (seg.src == 0u) { pfK${q} = ${kvRead("k0")}; } else { pfK${q} = ${kvRead("k1")}; }
+${ind}    }
+${ind}  }`
+      ),
+      `${ind}}`,
+    ].join("\n");
+  const prefetchV = (t0n: string, vc: string, ind: string) =>
+    range(sV).map((q) =>
+      `${ind}{
+${ind}  let e = lid + ${q * threads}u;
+${ind}  let key = ${t0n} + ${vc} * ${t.vk}u + e / ${dp4}u;
+${ind}  let c = e % ${dp4}u;
+${ind}  pfV${q} = ${kvVec}();
+${ind}  if (${both(guard("e", nVi, q), "i32(key) < keyEnd", `c < ${d4}u`)}) {
+${ind}    let row = (seg.kvStart + key) * params.kvHeads + g;
+${ind}    if (seg.src == 0u) { pfV${q} = ${kvRead("v0")}; } else { pfV${q} = ${kvRead("v1")}; }
+${ind}  }
+${ind}}`
+    ).join("\n");
+  const ind = "        ";
+  const storeQK = [
+    ...range(sQ).map((q) => {
+      const g = guard(`qe${q}`, nQ, q);
+      return `${ind}${g ? `if (${g}) ` : ""}{ let x = qr${q} % 4u; let v = pfQ${q} * scale2; ${
+        range(4).map((k) => `buf[cur][qc${q} * 4u + ${k}u][qr${q} / 4u][x] = v[${k}];`).join(" ")
+      } }`;
+    }),
+    ...range(sK).map((q) => {
+      const g = guard(`ke${q}`, nK, q);
+      return `${ind}${g ? `if (${g}) ` : ""}{ let x = kr${q} % 4u; let v = ${kvF32(`pfK${q}`)}; ${
+        range(4).map((k) => `buf[cur][kc${q} * 4u + ${t.dk + k}u][kr${q} / 4u][x] = v[${k}];`)
+          .join(" ")
+      } }`;
+    }),
+  ].join("\n");
+  const storeV = range(sV).map((q) => {
+    const g = guard("e", nVi, q);
+    // Piece j = key·td4 + c of the stage sits at row j / per, offset (j % per)·tx.
+    return `${ind}{ let e = lid + ${q * threads}u; ${g ? `if (${g}) { ` : ""}` +
+      `let j = e / ${t.tx}u; buf[cur][j / ${B.per}u][(j % ${B.per}u) * ${t.tx}u + e % ${t.tx}u] = ${
+        kvF32(`pfV${q}`)
+      };${g ? " }" : ""} }`;
+  }).join("\n");
+  // k-major scores from the stage at `cur`: per head element, tq/4 vec4s of Q and tk/4 of K.
+  const computeS = range(t.dk).map((e) =>
+    [
+      ...range(tg).map((gk) => `${ind}  let k${gk} = buf[cur][${t.dk + e}][tx + ${gk * t.tx}u];`),
+      ...range(t.tq / 4).map((h) => `${ind}  let q${h} = buf[cur][${e}][qBase + ${h}u];`),
+      ...range(t.tq).flatMap((i) =>
+        range(tg).map((gk) =>
+          `${ind}  s${i}_${gk} = fma(vec4<f32>(q${Math.floor(i / 4)}[${
+            i % 4
+          }]), k${gk}, s${i}_${gk});`
+        )
+      ),
+    ].join("\n")
+  ).map((block) => `${ind}{\n${block}\n${ind}}`).join("\n");
+  const computePV = range(t.vk / 4).map((kq) =>
+    [
+      ...range(t.tq).map((i) => `${ind}  let p${i} = pTile[ty * ${t.tq}u + ${i}u][pc + ${kq}u];`),
+      ...range(4).flatMap((kk) => [
+        ...range(td4).map((c) => {
+          const j = (kq * 4 + kk) * td4 + c;
+          return `${ind}  let v${kk}_${c} = buf[cur][${Math.floor(j / B.per)}][tx + ${
+            (j % B.per) * t.tx
+          }u];`;
+        }),
+        ...range(t.tq).flatMap((i) =>
+          range(td4).map((c) =>
+            `${ind}  o${i}_${c} = fma(vec4<f32>(p${i}[${kk}]), v${kk}_${c}, o${i}_${c});`
+          )
+        ),
+      ]),
+    ].join("\n")
+  ).map((block) => `${ind}{\n${block}\n${ind}}`).join("\n");
+  const maxOf = (i: number) =>
+    range(tg).map((gk) => `s${i}_${gk}`).map((v) => `max(max(${v}.x, ${v}.y), max(${v}.z, ${v}.w))`)
+      .reduce((a, b) => `max(${a}, ${b})`);
+  return `${paramsWgsl(FIELDS)}${declareBindings(bindings, vectors)}${NEG_INF_WGSL}${segmentWgsl()}
+const NEG_BIG = -3.0e38;
+var<workgroup> buf: array<array<array<vec4<f32>, ${B.width}>, ${B.rows}>, 2>;
+var<workgroup> pTile: array<array<vec4<f32>, ${L.pStride}>, ${bq}>;
+${t.subgroups ? "" : `var<workgroup> red: array<array<vec4<f32>, ${bq / 4}>, ${t.tx}>;`}
+
+@compute @workgroup_size(${threads})
+fn main(${lane.params}) {
+  let group = params.heads / params.kvHeads;
+  let pairs = params.qRows * group;
+  let tilesPerHead = (pairs + ${bq - 1}u) / ${bq}u;
+  let flat = ${FLAT_GROUP};
+  if (flat >= tilesPerHead * params.kvHeads) { return; }
+  let g = flat / tilesPerHead;
+  // Last pair blocks first: under a causal mask they see the most keys, so the tail of the
+  // dispatch is made of short workgroups.
+  let firstPair = (tilesPerHead - 1u - (flat - g * tilesPerHead)) * ${bq}u;
+  let rowLo = firstPair / group;
+  let rowHi = min(firstPair + ${bq - 1}u, pairs - 1u) / group;
+${lane.setup}
+  let scale2 = params.scale * 1.4426950408889634;
+  let qBase = ty * ${t.tq / 4}u;
+${lines(t.tq, (i) => `  let row${i} = (firstPair + ty * ${t.tq}u + ${i}u) / group;`)}
+${lines(t.tq, (i) => `  let valid${i} = firstPair + ty * ${t.tq}u + ${i}u < pairs;`)}
+${lines(t.tq, (i) => `  var m${i} = NEG_BIG;\n  var l${i} = 0.0;`)}
+${lines(t.tq, (i) => lines(td4, (c) => `  var o${i}_${c} = vec4<f32>();`))}
+${slots}
+${lines(sQ, (q) => `  var pfQ${q} = vec4<f32>();`)}
+${lines(sK, (q) => `  var pfK${q} = ${kvVec}();`)}
+${lines(sV, (q) => `  var pfV${q} = ${kvVec}();`)}
+  var cur = 0u;
+  for (var s = 0u; s < params.nseg; s++) {
+    let seg = segment(s);
+    let lo = max(rowLo, seg.qStart);
+    let hi = min(rowHi + 1u, seg.qEnd);
+    if (lo >= hi) { continue; }
+    // Keys [0, keyEnd) are visible to some pair of this workgroup; [0, limit_i) to pair i.
+    var keyEnd = i32(seg.kvCount);
+    if (seg.causal != 0u) { keyEnd = min(keyEnd, i32(hi - 1u - seg.qStart) + seg.diag + 1); }
+${
+    lines(t.tq, (i) =>
+      `    var limit${i} = 0i;
+    if (valid${i} && row${i} >= seg.qStart && row${i} < seg.qEnd) {
+      limit${i} = i32(seg.kvCount);
+      if (seg.causal != 0u) { limit${i} = min(limit${i}, i32(row${i} - seg.qStart) + seg.diag + 1); }
+    }`)
+  }
+    let allSee = ${range(t.tq).map((i) => `limit${i}`).reduce((a, b) => `min(${a}, ${b})`)};
+    if (keyEnd > 0) {
+${prefetchQK("0u", "0u", "      ")}
+    }
+    for (var tile = 0i; tile < keyEnd; tile += ${t.bkv}i) {
+      let t0 = u32(tile);
+${lines(t.tq, (i) => lines(tg, (gk) => `      var s${i}_${gk} = vec4<f32>();`))}
+      for (var st = 0u; st < ${nQK}u; st++) {
+${storeQK}
+        workgroupBarrier();
+        if (st + 1u < ${nQK}u) {
+${prefetchQK("t0", `(st + 1u) * ${t.dk}u`, "          ")}
+        } else {
+${prefetchV("t0", "0u", "          ")}
+        }
+${computeS}
+        cur = 1u - cur;
+      }
+      // Mask (unless every key of the tile is visible to all of this invocation's pairs), then
+      // the tile's maximum of each pair across the tx invocations that share it.
+      if (tile + ${t.bkv}i > allSee) {
+${
+    lines(t.tq, (i) =>
+      lines(tg, (gk) =>
+        `        s${i}_${gk} = select(vec4<f32>(NEG_BIG), s${i}_${gk}, vec4<i32>(tile + 4 * (i32(tx) + ${
+          gk * t.tx
+        })) + vec4<i32>(0, 1, 2, 3) < vec4<i32>(limit${i}));`))
+  }
+      }
+${
+    rowq((q) =>
+      `      var top${q} = vec4<f32>(${range(4).map((r) => maxOf(q * 4 + r)).join(", ")});`
+    )
+  }
+${rowReduce(t, "top", "max", "      ")}
+${
+    lines(t.tq, (i) =>
+      `      {
+        let mNew = max(m${i}, top${Math.floor(i / 4)}[${i % 4}]);
+        let alpha = exp2(m${i} - mNew);
+        // Masked scores are NEG_BIG: exp2 makes them 0, also while the row has seen no key.
+        let mUse = select(mNew, 0.0, mNew == NEG_BIG);
+        m${i} = mNew;
+${lines(td4, (c) => `        o${i}_${c} *= alpha;`)}
+${
+        lines(tg, (gk) =>
+          `        let p${gk} = exp2(s${i}_${gk} - vec4<f32>(mUse));\n` +
+          `        pTile[ty * ${t.tq}u + ${i}u][tx + ${gk * t.tx}u] = p${gk};`)
+      }
+        l${i} = l${i} * alpha + ${range(tg).map((gk) => `dot(p${gk}, vec4<f32>(1.0))`).join(" + ")};
+      }`)
+  }
+      for (var vc = 0u; vc < ${nV}u; vc++) {
+${storeV}
+        workgroupBarrier();
+        if (vc + 1u < ${nV}u) {
+${prefetchV("t0", "(vc + 1u)", "          ")}
+        } else if (tile + ${t.bkv}i < keyEnd) {
+${prefetchQK(`(t0 + ${t.bkv}u)`, "0u", "          ")}
+        }
+        let pc = vc * ${t.vk / 4}u;
+${computePV}
+        cur = 1u - cur;
+      }
+    }
+  }
+  // Row sums: each invocation holds the sum over its own keys.
+${rowq((q) => `  var sum${q} = vec4<f32>(${range(4).map((r) => `l${q * 4 + r}`).join(", ")});`)}
+${t.subgroups ? "" : "  workgroupBarrier();"}
+${rowReduce(t, "sum", "+", "  ")}
 ${flashEpilogue(spec, t, td4)}
 }
 `;
@@ -729,7 +1112,19 @@ ${
 
 function tileKey(t: AttentionTile): string {
   const chunks = t.resident ? "_res" : `_d${t.dk}_v${t.vk}`;
-  return `_t${t.tx}x${t.ty}x${t.tq}_k${t.bkv}${chunks}${t.kMajor ? "_km" : ""}`;
+  return `_t${t.tx}x${t.ty}x${t.tq}_k${t.bkv}${chunks}${t.kMajor ? "_km" : ""}` +
+    `${t.pipelined ? "_pl" : ""}${t.subgroups ? "_sg" : ""}`;
+}
+
+/**
+ * Whether `device` runs the subgroup operations of `tile`: it has the `subgroups` feature and its
+ * subgroups are at least tx invocations wide (tiles without `subgroups` run anywhere).
+ */
+export function subgroupsAllow(device: GPUDevice, tile: AttentionTile): boolean {
+  if (!tile.subgroups) return true;
+  const min = (device.adapterInfo as GPUAdapterInfo & { subgroupMinSize?: number })
+    .subgroupMinSize ?? 0;
+  return device.features.has("subgroups") && min >= tile.tx;
 }
 
 /** Whether `spec` takes the register-tiled path (head sizes that are multiples of 4). */
@@ -797,11 +1192,11 @@ export const attention: KernelFamily<AttentionSpec> = {
       const t = tileOf(spec);
       checkFlashTile(spec, t);
       return {
-        code: flashCode(spec, t),
+        code: t.pipelined ? pipelinedCode(spec, t) : flashCode(spec, t),
         entry: "main",
         workgroupSize: [t.tx * t.ty, 1, 1],
         bindings: attentionBindings(spec.kv),
-        features: [],
+        features: t.subgroups ? ["subgroups" as GPUFeatureName] : [],
         workgroupBytes: flashLayout(spec, t).bytes,
       };
     }

@@ -1,12 +1,18 @@
 import { equal, ok, throws } from "node:assert/strict";
 import fc from "fast-check";
-import { attention, type AttentionSpec, type AttentionTile } from "../../wgsl/attention.ts";
+import {
+  attention,
+  type AttentionSpec,
+  type AttentionTile,
+  subgroupsAllow,
+} from "../../wgsl/attention.ts";
 import { runKernel } from "../../runtime/run_kernel.ts";
 import {
   assertClose,
   expectMatch,
   F32,
   floats,
+  gpu,
   gpuTest,
   rng,
   runBoth,
@@ -41,7 +47,9 @@ const segment = (kvRows: number, qRows: number) =>
 // quickly on GL llvmpipe and to give several key tiles per segment even at these sizes; between
 // them: one and several invocations per row, fewer and more invocations than staged elements,
 // head columns padded (d 8, 16, 48 are not multiples of 4·tx), a resident Q block with K/V
-// tiles through prefetch registers, and k-major scores. Each head size takes one tile, because
+// tiles through prefetch registers, k-major scores, and pipelined stages (head columns padded,
+// several stages per tile, odd Q/K chunks, 12 invocations: a partial subgroup on lavapipe) with
+// subgroup row reductions where the device has them. Each head size takes one tile, because
 // GL compile time grows steeply with unrolled code (a resident tile at d 64 takes 9 s there).
 const TILES: AttentionTile[] = [
   { tx: 4, ty: 2, tq: 4, bkv: 4, dk: 4, vk: 4 },
@@ -49,17 +57,27 @@ const TILES: AttentionTile[] = [
   { tx: 8, ty: 2, tq: 4, bkv: 8, dk: 4, vk: 8 },
   { tx: 4, ty: 2, tq: 4, bkv: 8, dk: 4, vk: 4, resident: true },
   { tx: 4, ty: 2, tq: 4, bkv: 16, dk: 4, vk: 8, kMajor: true },
+  { tx: 4, ty: 2, tq: 4, bkv: 16, dk: 8, vk: 8, pipelined: true },
+  withSubgroups({ tx: 4, ty: 3, tq: 4, bkv: 16, dk: 4, vk: 4, pipelined: true }),
 ];
 const TILE_BY_HEAD: Record<number, AttentionTile> = {
   8: TILES[3],
   16: TILES[4],
+  24: TILES[6],
   32: TILES[2],
+  40: TILES[5],
   48: TILES[1],
   64: TILES[0],
 };
 
+/** `tile` with subgroup row reductions where the test device runs them, else without. */
+function withSubgroups(tile: AttentionTile): AttentionTile {
+  const sg = { ...tile, subgroups: true };
+  return gpu && subgroupsAllow(gpu.device, sg) ? sg : tile;
+}
+
 const problem = fc.record({
-  headDim: fc.constantFrom(5, 6, 8, 16, 32, 48, 64),
+  headDim: fc.constantFrom(5, 6, 8, 16, 24, 32, 40, 48, 64),
   kv: fc.constantFrom("f32" as const, "f16" as const),
   // Small tiles give several key tiles per segment even at these small sizes: keysPerTile for the
   // generic path (head sizes 5 and 6), a tile for the register-tiled one.
@@ -243,6 +261,36 @@ gpuTest(
     }, 4),
 );
 gpuTest(
+  "attention with the APB layout, pipelined stages in the shape of the GPU tiles (d 128 f16, GQA 4)",
+  () =>
+    // 16 pairs per row block as the GPU tiles have (ty·tq/4 + 1 = 17 vec4s per Q row), keys 4 per
+    // invocation, subgroup row reductions where the device has them (tx 8 fits lavapipe's 8).
+    checkApb({
+      headDim: 128,
+      kv: "f16",
+      tile: withSubgroups({ tx: 8, ty: 16, tq: 4, bkv: 32, dk: 8, vk: 8, pipelined: true }),
+    }, 4),
+);
+gpuTest(
+  "attention with the APB layout, pipelined stages, 8 pairs per invocation (d 64 f32, GQA 2)",
+  () =>
+    checkApb({
+      headDim: 64,
+      kv: "f32",
+      accumulate: false,
+      tile: { tx: 8, ty: 4, tq: 8, bkv: 32, dk: 16, vk: 8, pipelined: true },
+    }, 2),
+);
+gpuTest(
+  "attention with the APB layout, k-major scores and subgroup row reductions (d 32 f32, GQA 4)",
+  () =>
+    checkApb({
+      headDim: 32,
+      kv: "f32",
+      tile: withSubgroups({ tx: 8, ty: 2, tq: 4, bkv: 32, dk: 8, vk: 8, kMajor: true }),
+    }, 4),
+);
+gpuTest(
   "attention with the APB layout, generic path (d 6, GQA 2)",
   () => checkApb({ headDim: 6, kv: "f16", keysPerTile: 8 }, 2),
 );
@@ -377,4 +425,25 @@ Deno.test("attention keys: a spec without a tile keeps its plan id; tiles are na
     () => attention.generate({ headDim: 64, kv: "f32", tile: { ...TILES[0], kMajor: true } }),
     /invalid tile/,
   );
+  equal(
+    attention.key({ headDim: 64, kv: "f32", tile: { ...TILES[5], subgroups: true } }),
+    "attention_d64_f32_t4x2x4_k16_d8_v8_pl_sg",
+  );
+  // Subgroup reductions need tx to be a power of two; pipelined stages four keys per invocation.
+  throws(
+    () =>
+      attention.generate({
+        headDim: 64,
+        kv: "f32",
+        tile: { tx: 12, ty: 2, tq: 4, bkv: 48, dk: 4, vk: 4, subgroups: true },
+      }),
+    /invalid tile/,
+  );
+  throws(
+    () => attention.generate({ headDim: 64, kv: "f32", tile: { ...TILES[5], bkv: 8 } }),
+    /invalid tile/,
+  );
+  const sg = attention.generate({ headDim: 64, kv: "f32", tile: { ...TILES[5], subgroups: true } });
+  equal(sg.features.join(), "subgroups");
+  ok(!sg.code.includes("enable "), "subgroup builtins need no enable directive in naga");
 });
