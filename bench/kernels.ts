@@ -312,7 +312,10 @@ export async function kernelsSuite(values: Options): Promise<number> {
   const started = new Date();
   const only = values.eval?.split(",");
   const scale = Number(Deno.env.get("APB_BENCH_SCALE") ?? 1);
-  const all = cases(scale).filter((c) => !only || only.includes(c.group));
+  // APB_BENCH_CASES: a regular expression on case names (e.g. "32K") to run only those.
+  const pick = new RegExp(Deno.env.get("APB_BENCH_CASES") ?? "");
+  const tileList = JSON.parse(Deno.env.get("APB_BENCH_TILES") ?? "null") as unknown[] | null;
+  const all = cases(scale).filter((c) => (!only || only.includes(c.group)) && pick.test(c.name));
   const tune = Boolean(values.tune);
   console.log(`device: ${gpu.info.description} (${adapterKey(device)})`);
   console.log(`tuning cache: ${tuningFile() ?? "none"}${tune ? " (tuning now)" : ""}`);
@@ -326,9 +329,9 @@ export async function kernelsSuite(values: Options): Promise<number> {
     device: gpu.info.description,
     adapter: adapterKey(device),
     date: started.toISOString(),
-    command: `deno task bench kernels${tune ? " --tune" : ""}${
-      only ? ` --eval ${values.eval}` : ""
-    }`,
+    command: ["APB_BENCH_CASES", "APB_BENCH_TILES", "APB_BENCH_SCALE"]
+      .filter((v) => Deno.env.get(v)).map((v) => `${v}='${Deno.env.get(v)}' `).join("") +
+      `deno task bench kernels${tune ? " --tune" : ""}${only ? ` --eval ${values.eval}` : ""}`,
     copyGBs: copy,
     ceilings: CEILING,
     rows,
@@ -350,7 +353,15 @@ export async function kernelsSuite(values: Options): Promise<number> {
     if (tune && !tuned.has(key)) {
       tuned.add(key);
       try {
-        const t = await tuneKernel(device, c.family, c.spec, c.sizes, { rounds: 4, passMs: 3 });
+        // Every candidate is checked against the reference first: a fast wrong kernel never wins.
+        const t = await tuneKernel(device, c.family, c.spec, c.sizes, {
+          rounds: 4,
+          passMs: 3,
+          check: async (s) => {
+            const worst = await check(device, c, s);
+            return worst <= 1 ? null : `correctness check failed (${fmt(worst, 2)})`;
+          },
+        });
         spec = t.best.spec;
         tuning.push({
           name: c.name,
@@ -364,54 +375,60 @@ export async function kernelsSuite(values: Options): Promise<number> {
         console.warn(`tuning ${c.name} failed: ${String(e).split("\n")[0]}`);
       }
     }
-    let worst = NaN;
-    try {
-      worst = await check(device, c, spec);
-    } catch (e) {
-      console.warn(`check ${c.name}: ${String(e).split("\n")[0]}`);
+    // APB_BENCH_TILES: a JSON list of attention tiles to time instead of the tuned one.
+    const specs = c.group === "attention" && tileList
+      ? tileList.map((tile) => ({ ...c.spec, tile }))
+      : [spec];
+    for (const spec of specs) {
+      let worst = NaN;
+      try {
+        worst = await check(device, c, spec);
+      } catch (e) {
+        console.warn(`check ${c.name}: ${String(e).split("\n")[0]}`);
+      }
+      const ok = worst <= 1;
+      if (!ok) failures.push(c.name);
+      let timing;
+      const data = await kernelBuffers(device, c.family, spec, c.sizes);
+      try {
+        timing = await timeKernel(device, family, spec, c.sizes, data.buffers);
+      } catch (e) {
+        console.warn(`timing ${c.name}: ${String(e).split("\n")[0]}`);
+        continue;
+      } finally {
+        data.destroy();
+      }
+      const seconds = timing.ms / 1e3;
+      const compute = c.flops !== undefined && c.group !== "memory" && c.name.indexOf("decode") < 0;
+      const rate = compute ? c.flops! / seconds / 1e12 : c.bytes! / seconds / 1e9;
+      const ceiling = compute
+        ? (c.group === "attention" ? CEILING.sdpa : CEILING.fp32)
+        : CEILING.copy;
+      const row: Row = {
+        group: c.group,
+        name: c.name,
+        kernel: family.key(spec),
+        ms: timing.ms,
+        rate,
+        unit: compute ? "TFLOP/s" : "GB/s",
+        ceiling: compute
+          ? (c.group === "attention" ? "SDPA bf16 590" : "cuBLAS FP32 51.5")
+          : "D2D copy 3000",
+        fraction: rate / ceiling,
+        check: ok ? `ok (${fmt(worst, 2)})` : `FAILED (${fmt(worst, 2)})`,
+        reps: timing.reps,
+        samples: timing.samples,
+      };
+      if (c.group === "gemm" && compute) row.fp16Fraction = rate / CEILING.fp16;
+      rows.push(row);
+      await save();
+      console.log(
+        `[${fmt((Date.now() - started.getTime()) / 1e3, 0)} s] ${c.name}: ${
+          fmt(timing.ms, 3)
+        } ms, ${fmt(rate)} ${row.unit} ` +
+          `(${fmt(100 * row.fraction)}% of ${row.ceiling}), ${row.kernel}, check ${row.check}`,
+      );
     }
-    const ok = worst <= 1;
-    if (!ok) failures.push(c.name);
-    let timing;
-    const data = await kernelBuffers(device, c.family, spec, c.sizes);
-    try {
-      timing = await timeKernel(device, family, spec, c.sizes, data.buffers);
-    } catch (e) {
-      console.warn(`timing ${c.name}: ${String(e).split("\n")[0]}`);
-      continue;
-    } finally {
-      data.destroy();
-    }
-    const seconds = timing.ms / 1e3;
-    const compute = c.flops !== undefined && c.group !== "memory" && c.name.indexOf("decode") < 0;
-    const rate = compute ? c.flops! / seconds / 1e12 : c.bytes! / seconds / 1e9;
-    const ceiling = compute
-      ? (c.group === "attention" ? CEILING.sdpa : CEILING.fp32)
-      : CEILING.copy;
-    const row: Row = {
-      group: c.group,
-      name: c.name,
-      kernel: family.key(spec),
-      ms: timing.ms,
-      rate,
-      unit: compute ? "TFLOP/s" : "GB/s",
-      ceiling: compute
-        ? (c.group === "attention" ? "SDPA bf16 590" : "cuBLAS FP32 51.5")
-        : "D2D copy 3000",
-      fraction: rate / ceiling,
-      check: ok ? `ok (${fmt(worst, 2)})` : `FAILED (${fmt(worst, 2)})`,
-      reps: timing.reps,
-      samples: timing.samples,
-    };
-    if (c.group === "gemm" && compute) row.fp16Fraction = rate / CEILING.fp16;
-    rows.push(row);
-    await save();
-    console.log(
-      `[${fmt((Date.now() - started.getTime()) / 1e3, 0)} s] ${c.name}: ${fmt(timing.ms, 3)} ms, ${
-        fmt(rate)
-      } ${row.unit} ` +
-        `(${fmt(100 * row.fraction)}% of ${row.ceiling}), ${row.kernel}, check ${row.check}`,
-    );
   }
   await save();
   if (tune) console.log(`tuning cache written: ${tuningFile()}`);

@@ -15,7 +15,12 @@ import {
   type MatmulTile,
   matmulWorkgroupBytes,
 } from "../wgsl/matmul.ts";
-import { type AttentionSpec, type AttentionTile, flashLayout } from "../wgsl/attention.ts";
+import {
+  type AttentionSpec,
+  type AttentionTile,
+  flashLayout,
+  subgroupsAllow,
+} from "../wgsl/attention.ts";
 import type { StorageType } from "../wgsl/kernel.ts";
 import { compileKernel } from "./pipelines.ts";
 import { encodeFill } from "./fill.ts";
@@ -185,15 +190,28 @@ const GEMM_TILES: Record<string, MatmulTile> = {
 };
 
 /**
- * Register-tiled attention tiles for a GPU with 48 KiB of workgroup memory, by K/V storage: the
- * fastest candidates on the H100 (docs/PERFORMANCE.md, 2026-11-24). Both hold 4 pairs per
- * invocation; f32 K/V does best with 64-key tiles and k-major scores, f16 with 512 invocations
- * and 32-key tiles. Each is the other's fallback where a device allows fewer invocations.
+ * Register-tiled attention tiles for a GPU with 48 KiB of workgroup memory, by K/V storage, in
+ * order of preference: the first one the device allows is the rule. Tiles with `subgroups` need
+ * the feature and subgroups of at least tx invocations; the others are their fallback.
  */
-export const GPU_ATTENTION_TILES: Record<StorageType, AttentionTile> = {
-  f32: { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 32, vk: 16, kMajor: true },
-  f16: { tx: 16, ty: 32, tq: 4, bkv: 32, dk: 16, vk: 16 },
+export const GPU_ATTENTION_TILES: Record<StorageType, AttentionTile[]> = {
+  f32: [
+    { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 8, pipelined: true, subgroups: true },
+    { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 8, pipelined: true },
+    { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 32, vk: 16, kMajor: true },
+  ],
+  f16: [
+    { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 8, pipelined: true, subgroups: true },
+    { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 8, pipelined: true },
+    { tx: 16, ty: 32, tq: 4, bkv: 32, dk: 16, vk: 16 },
+  ],
 };
+
+/** The H100's best tiles before the pipelined path (docs/PERFORMANCE.md, 2026-11-24). */
+const LEGACY_ATTENTION_TILES: AttentionTile[] = [
+  { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 32, vk: 16, kMajor: true },
+  { tx: 16, ty: 32, tq: 4, bkv: 32, dk: 16, vk: 16 },
+];
 
 function fits(device: GPUDevice, bytes: number, threads: number): boolean {
   return bytes <= device.limits.maxComputeWorkgroupStorageSize &&
@@ -220,10 +238,15 @@ function matmulRule(device: GPUDevice, spec: MatmulSpec, sizes: SizeExprs): Matm
 function attentionRule(device: GPUDevice, spec: AttentionSpec): AttentionSpec {
   if (software(device) || spec.headDim % 4 !== 0 || spec.headDim > 128) return spec;
   const other = spec.kv === "f32" ? "f16" : "f32";
-  for (const tile of [GPU_ATTENTION_TILES[spec.kv], GPU_ATTENTION_TILES[other]]) {
-    if (fits(device, attentionTileBytes(spec, tile), tile.tx * tile.ty)) return { ...spec, tile };
+  for (const tile of [...GPU_ATTENTION_TILES[spec.kv], ...GPU_ATTENTION_TILES[other]]) {
+    if (attentionFits(device, spec, tile)) return { ...spec, tile };
   }
   return spec;
+}
+
+function attentionFits(device: GPUDevice, spec: AttentionSpec, tile: AttentionTile): boolean {
+  return fits(device, attentionTileBytes(spec, tile), tile.tx * tile.ty) &&
+    subgroupsAllow(device, tile);
 }
 
 /** Workgroup bytes of an attention tile. */
@@ -374,9 +397,11 @@ export function candidates(
   } else if (family === "attention") {
     const base = spec as AttentionSpec;
     if (base.headDim % 4 === 0) {
+      const pl = { pipelined: true, subgroups: true };
       const tiles: AttentionTile[] = [
-        GPU_ATTENTION_TILES.f32,
-        GPU_ATTENTION_TILES.f16,
+        ...GPU_ATTENTION_TILES.f32,
+        ...GPU_ATTENTION_TILES.f16,
+        ...LEGACY_ATTENTION_TILES,
         { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 32, vk: 16 },
         { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 32 },
         { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 16 },
@@ -389,11 +414,20 @@ export function candidates(
         { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 16, kMajor: true },
         { tx: 8, ty: 32, tq: 4, bkv: 32, dk: 16, vk: 16, kMajor: true },
         { tx: 16, ty: 8, tq: 8, bkv: 64, dk: 32, vk: 16, kMajor: true },
+        // Subgroup row reductions alone, on the k-major tile.
+        { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 32, vk: 16, kMajor: true, subgroups: true },
+        // Pipelined stages: other stage sizes, 8 pairs or 8 keys per invocation, 32- and 128-pair
+        // blocks (each fits 48 KiB; bytes from flashLayout).
+        { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 16, ...pl },
+        { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 4, ...pl },
+        { tx: 16, ty: 16, tq: 4, bkv: 64, dk: 8, vk: 8, ...pl },
+        { tx: 16, ty: 8, tq: 8, bkv: 64, dk: 16, vk: 16, ...pl },
+        { tx: 8, ty: 32, tq: 4, bkv: 32, dk: 8, vk: 16, ...pl },
+        { tx: 8, ty: 16, tq: 4, bkv: 64, dk: 16, vk: 16, ...pl },
+        { tx: 16, ty: 8, tq: 4, bkv: 64, dk: 16, vk: 16, ...pl },
       ];
       for (const tile of tiles) {
-        if (fits(device, attentionTileBytes(base, tile), tile.tx * tile.ty)) {
-          push({ ...base, tile });
-        }
+        if (attentionFits(device, base, tile)) push({ ...base, tile });
       }
     }
     push({ ...base, tile: undefined });
@@ -615,14 +649,20 @@ export interface TuneResult {
 /**
  * Measures every candidate of `family`/`spec` at `sizes` and records the fastest in the cache
  * (in memory; {@linkcode saveTuningCache} writes it). Candidates that fail to compile or run on
- * this device are skipped with their reason.
+ * this device, or fail `options.check`, are skipped with their reason.
  */
 export async function tuneKernel(
   device: GPUDevice,
   familyName: string,
   spec: unknown,
   sizes: Sizes,
-  options: { rounds?: number; passMs?: number; candidates?: unknown[] } = {},
+  options: {
+    rounds?: number;
+    passMs?: number;
+    candidates?: unknown[];
+    /** Correctness check of a candidate: null when it passes, else why not (it is skipped). */
+    check?: (spec: unknown) => Promise<string | null>;
+  } = {},
 ): Promise<TuneResult> {
   const family = kernelFamily(familyName);
   const list = options.candidates ?? candidates(device, familyName, spec, sizes);
@@ -632,6 +672,8 @@ export async function tuneKernel(
     for (const candidate of list) {
       const key = family.key(candidate);
       try {
+        const wrong = options.check ? await options.check(candidate) : null;
+        if (wrong) throw new Error(wrong);
         const t = await timeKernel(device, family, candidate, sizes, data.buffers, options);
         timings.push({ key, spec: candidate, ms: t.ms });
       } catch (e) {

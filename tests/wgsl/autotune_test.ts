@@ -6,6 +6,7 @@ import { equal, ok } from "node:assert/strict";
 import {
   alwaysMultiple,
   candidates,
+  ruleSpec,
   saveTuningCache,
   tunedSpec,
   tuneKernel,
@@ -13,6 +14,7 @@ import {
   tuningKey,
 } from "../../runtime/autotune.ts";
 import { matmul, type MatmulSpec } from "../../wgsl/matmul.ts";
+import { type AttentionSpec, subgroupsAllow } from "../../wgsl/attention.ts";
 import { kernelFamily } from "../../wgsl/mod.ts";
 import { strategyByName } from "../../compiler/strategies/mod.ts";
 import tiny from "../../examples/tiny.ts";
@@ -99,6 +101,38 @@ gpuTest("tuneKernel times candidates by timestamps and caches the fastest", asyn
     ok(saved.entries[tuningKey(device, "matmul", base, sizes)]);
     equal(Object.keys(tuningCache().entries).length, 1);
   });
+});
+
+Deno.test("attention rules pick subgroup tiles only where the device runs them", () => {
+  // A GPU adapter as the rules see it: limits of the H100, subgroups of `min` or none.
+  const device = (features: string[], min: number) =>
+    ({
+      adapterInfo: { isFallbackAdapter: false, subgroupMinSize: min },
+      features: new Set(features),
+      limits: {
+        maxComputeWorkgroupStorageSize: 49152,
+        maxComputeInvocationsPerWorkgroup: 1024,
+        maxComputeWorkgroupSizeX: 1024,
+      },
+    }) as unknown as GPUDevice;
+  const spec = { headDim: 128, kv: "f32" as const };
+  const tile = (d: GPUDevice) => (ruleSpec(d, "attention", spec, {}) as AttentionSpec).tile!;
+  const nvidia = device(["subgroups"], 32);
+  ok(tile(nvidia).subgroups && tile(nvidia).tx <= 32);
+  ok(kernelFamily("attention").generate({ ...spec, tile: tile(nvidia) }).features.length === 1);
+  // Without the feature, or with subgroups narrower than tx (lavapipe's 8): no subgroup tile.
+  for (const d of [device([], 32), device(["subgroups"], 8)]) {
+    ok(!tile(d).subgroups, JSON.stringify(tile(d)));
+    equal(kernelFamily("attention").generate({ ...spec, tile: tile(d) }).features.length, 0);
+  }
+  ok(subgroupsAllow(device(["subgroups"], 8), { ...tile(nvidia), tx: 8 }));
+  ok(!subgroupsAllow(device(["subgroups"], 8), { ...tile(nvidia), tx: 16 }));
+  // Candidates follow the same check.
+  for (const d of [device([], 32), device(["subgroups"], 8)]) {
+    const list = candidates(d, "attention", spec, {}) as AttentionSpec[];
+    ok(list.every((s) => !s.tile?.subgroups || s.tile.tx <= 8 && d.features.has("subgroups")));
+  }
+  ok((candidates(nvidia, "attention", spec, {}) as AttentionSpec[]).some((s) => s.tile?.subgroups));
 });
 
 Deno.test("candidates are distinct kernels and include vec4 only where the sizes allow", () => {
