@@ -58,7 +58,9 @@ export const quantize: KernelFamily<QuantizeSpec> = {
   generate(spec) {
     const bindings: BindingSpec[] = [
       { name: "x", access: "read", elem: spec.input },
-      ...(spec.smooth === "none" ? [] : [{ name: "smoothing", access: "read", elem: "f32" } as const]),
+      ...(spec.smooth === "none"
+        ? []
+        : [{ name: "smoothing", access: "read", elem: "f32" } as const]),
       { name: "q", access: "read_write", elem: "i32" },
       { name: "scale", access: "read_write", elem: "f32" },
     ];
