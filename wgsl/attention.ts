@@ -13,8 +13,15 @@
 // generic path: one invocation per pair, one key at a time. Loops inside a tile are unrolled here,
 // in TypeScript, because drivers do not reliably unroll them.
 
-import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
-import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
+import type { KernelFamily, StorageType } from "./kernel.ts";
+import { packParams, paramsWgsl } from "./_params.ts";
+import {
+  ATTENTION_FIELDS,
+  attentionBindings,
+  MAX_SEGMENTS,
+  SEGMENT_FIELDS,
+  segmentWgsl,
+} from "./_segments.ts";
 import { declareBindings, storageLoader, storageRound } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
 import { NEG_INF_WGSL } from "./_neg_inf.ts";
@@ -106,23 +113,6 @@ export function defaultAttentionTile(spec: AttentionSpec): AttentionTile {
   return { tx, ty: 2, tq: 4, bkv, dk: 8, vk: 4 };
 }
 
-/** The most KV segments one dispatch takes. */
-export const MAX_SEGMENTS = 8;
-
-const SEGMENT_FIELDS = ["src", "kvStart", "kvCount", "qStart", "qEnd", "causal", "diag"] as const;
-const FIELDS: ParamFields = [
-  ["qRows", "u32"],
-  ["heads", "u32"],
-  ["kvHeads", "u32"],
-  ["qOffset", "u32"],
-  ["outOffset", "u32"],
-  ["scale", "f32"],
-  ["nseg", "u32"],
-  ...Array.from(
-    { length: MAX_SEGMENTS },
-    (_, s) => SEGMENT_FIELDS.map((f) => [`${f}${s}`, f === "diag" ? "i32" : "u32"] as const),
-  ).flat(),
-];
 const PAIRS = 64;
 
 function keysPerTile(spec: AttentionSpec): number {
@@ -163,22 +153,6 @@ function storeOut(headDim: number): string {
   return `fn store_out(row: u32, c: u32, v: vec4<f32>) {\n${lanes}\n}\n`;
 }
 
-function segmentWgsl(): string {
-  const cases = Array.from({ length: MAX_SEGMENTS }, (_, s) => {
-    const args = SEGMENT_FIELDS.map((f) => `params.${f}${s}`).join(", ");
-    return `    ${s === MAX_SEGMENTS - 1 ? "default" : `case ${s}u`}: { return Segment(${args}); }`;
-  }).join("\n");
-  return `
-struct Segment { src: u32, kvStart: u32, kvCount: u32, qStart: u32, qEnd: u32, causal: u32, diag: i32 }
-
-fn segment(s: u32) -> Segment {
-  switch s {
-${cases}
-  }
-}
-`;
-}
-
 function generateCode(spec: AttentionSpec): string {
   const d = spec.headDim;
   const d4 = Math.ceil(d / 4);
@@ -195,7 +169,7 @@ function generateCode(spec: AttentionSpec): string {
     : {};
   const bindings = attentionBindings(spec.kv);
   const each = (f: (c: number) => string, sep = "\n") => chunks.map(f).join(sep);
-  return `${paramsWgsl(FIELDS)}${declareBindings(bindings, vectors)}${NEG_INF_WGSL}
+  return `${paramsWgsl(ATTENTION_FIELDS)}${declareBindings(bindings, vectors)}${NEG_INF_WGSL}
 ${chunkLoader("q", "f32", d)}${chunkLoader("k0", spec.kv, d)}${chunkLoader("v0", spec.kv, d)}
 ${chunkLoader("k1", spec.kv, d)}${chunkLoader("v1", spec.kv, d)}${storeOut(d)}${segmentWgsl()}
 ${spec.accumulate ? chunkLoader("out", "f32", d) : ""}
@@ -585,7 +559,9 @@ ${
   );
   const rowq = (f: (q: number) => string) => lines(t.tq / 4, f);
   const lane = lanes(t);
-  return `${paramsWgsl(FIELDS)}${declareBindings(bindings, vectors)}${NEG_INF_WGSL}${segmentWgsl()}
+  return `${paramsWgsl(ATTENTION_FIELDS)}${
+    declareBindings(bindings, vectors)
+  }${NEG_INF_WGSL}${segmentWgsl()}
 const NEG_BIG = -3.0e38;
 ${
     kMajor
@@ -932,7 +908,9 @@ ${ind}}`
   const maxOf = (i: number) =>
     range(tg).map((gk) => `s${i}_${gk}`).map((v) => `max(max(${v}.x, ${v}.y), max(${v}.z, ${v}.w))`)
       .reduce((a, b) => `max(${a}, ${b})`);
-  return `${paramsWgsl(FIELDS)}${declareBindings(bindings, vectors)}${NEG_INF_WGSL}${segmentWgsl()}
+  return `${paramsWgsl(ATTENTION_FIELDS)}${
+    declareBindings(bindings, vectors)
+  }${NEG_INF_WGSL}${segmentWgsl()}
 const NEG_BIG = -3.0e38;
 var<workgroup> buf: array<array<array<vec4<f32>, ${B.width}>, ${B.rows}>, 2>;
 var<workgroup> pTile: array<array<vec4<f32>, ${L.pStride}>, ${bq}>;
@@ -1136,18 +1114,6 @@ function tileOf(spec: AttentionSpec): AttentionTile {
   return spec.tile ?? defaultAttentionTile(spec);
 }
 
-function attentionBindings(kv: StorageType): BindingSpec[] {
-  return [
-    { name: "q", access: "read", elem: "f32" },
-    { name: "k0", access: "read", elem: kv },
-    { name: "v0", access: "read", elem: kv },
-    { name: "k1", access: "read", elem: kv },
-    { name: "v1", access: "read", elem: kv },
-    { name: "out", access: "read_write", elem: "f32" },
-    { name: "lse", access: "read_write", elem: "f32" },
-  ];
-}
-
 /** One KV segment of an attention dispatch, as read from the sizes. */
 interface Segment {
   src: number;
@@ -1230,7 +1196,7 @@ export const attention: KernelFamily<AttentionSpec> = {
     for (let s = sizes.nseg; s < MAX_SEGMENTS; s++) {
       for (const f of SEGMENT_FIELDS) values[`${f}${s}`] = 0;
     }
-    return packParams("attention", FIELDS, values);
+    return packParams("attention", ATTENTION_FIELDS, values);
   },
   reference(spec, sizes, buffers) {
     const { qRows, heads, kvHeads, qOffset, outOffset, scale } = sizes;
@@ -1286,3 +1252,5 @@ export const attention: KernelFamily<AttentionSpec> = {
     }
   },
 };
+
+export { MAX_SEGMENTS };

@@ -18,12 +18,13 @@
 // Everything a subgroup matrix cannot do (per-row scaling, masking, exp) goes through a per-subgroup
 // scratch area of workgroup memory.
 
-import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import type { KernelFamily, StorageType } from "./kernel.ts";
 import { paramsWgsl } from "./_params.ts";
 import { declareBindings, storageRound } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
 import { NEG_INF_WGSL } from "./_neg_inf.ts";
-import { attention, MAX_SEGMENTS } from "./attention.ts";
+import { attention } from "./attention.ts";
+import { ATTENTION_FIELDS, attentionBindings, segmentWgsl } from "./_segments.ts";
 import { QMAX, roundHalfEven } from "./quantize.ts";
 
 /** What an `int8_attention` kernel is specialised on. */
@@ -40,26 +41,10 @@ export interface Int8AttentionSpec {
   subgroupSize: number;
 }
 
-const SEGMENT_FIELDS = ["src", "kvStart", "kvCount", "qStart", "qEnd", "causal", "diag"] as const;
 const PAIRS = 64;
 const BLOCK = 16;
 const KEYS = 64;
 const PAD = 16;
-
-// The same uniform struct as `attention`, so a step's sizes fit either family.
-const FIELDS = [
-  ["qRows", "u32"],
-  ["heads", "u32"],
-  ["kvHeads", "u32"],
-  ["qOffset", "u32"],
-  ["outOffset", "u32"],
-  ["scale", "f32"],
-  ["nseg", "u32"],
-  ...Array.from(
-    { length: MAX_SEGMENTS },
-    (_, s) => SEGMENT_FIELDS.map((f) => [`${f}${s}`, f === "diag" ? "i32" : "u32"] as const),
-  ).flat(),
-] as const;
 
 function check(spec: Int8AttentionSpec): void {
   const d = spec.headDim;
@@ -76,32 +61,6 @@ function check(spec: Int8AttentionSpec): void {
 
 const lines = (n: number, f: (i: number) => string, sep = "\n") =>
   Array.from({ length: n }, (_, i) => f(i)).join(sep);
-
-function bindings(kv: StorageType): BindingSpec[] {
-  return [
-    { name: "q", access: "read", elem: "f32" },
-    { name: "k0", access: "read", elem: kv },
-    { name: "v0", access: "read", elem: kv },
-    { name: "k1", access: "read", elem: kv },
-    { name: "v1", access: "read", elem: kv },
-    { name: "out", access: "read_write", elem: "f32" },
-    { name: "lse", access: "read_write", elem: "f32" },
-  ];
-}
-
-function segmentWgsl(): string {
-  const cases = Array.from({ length: MAX_SEGMENTS }, (_, s) => {
-    const args = SEGMENT_FIELDS.map((f) => `params.${f}${s}`).join(", ");
-    return `    ${s === MAX_SEGMENTS - 1 ? "default" : `case ${s}u`}: { return Segment(${args}); }`;
-  }).join("\n");
-  return `struct Segment { src: u32, kvStart: u32, kvCount: u32, qStart: u32, qEnd: u32, causal: u32, diag: i32 }
-fn segment(s: u32) -> Segment {
-  switch s {
-${cases}
-  }
-}
-`;
-}
 
 // Workgroup-memory layout, in i32 words.
 function memory(spec: Int8AttentionSpec) {
@@ -149,7 +108,9 @@ function generateCode(spec: Int8AttentionSpec): string {
 enable chromium_experimental_subgroup_matrix;
 diagnostic(off, chromium.subgroup_matrix_uniformity);
 diagnostic(off, subgroup_uniformity);
-${paramsWgsl(FIELDS)}${declareBindings(bindings(spec.kv), vectors)}${NEG_INF_WGSL}
+${paramsWgsl(ATTENTION_FIELDS)}${
+    declareBindings(attentionBindings(spec.kv), vectors)
+  }${NEG_INF_WGSL}
 ${chunkLoad("k0")}
 ${chunkLoad("v0")}
 ${chunkLoad("k1")}
@@ -490,7 +451,7 @@ export const int8Attention: KernelFamily<Int8AttentionSpec> = {
       code: generateCode(spec),
       entry: "main",
       workgroupSize: [PAIRS * 4, 1, 1],
-      bindings: bindings(spec.kv),
+      bindings: attentionBindings(spec.kv),
       features: ["subgroups", "chromium-experimental-subgroup-matrix"] as GPUFeatureName[],
       workgroupBytes: 4 * mem.total + 16 * (3 * d4 + (PAIRS * 4 / d4) * d4) +
         4 * ((PAIRS * 4) / spec.subgroupSize + 2 * PAIRS),
