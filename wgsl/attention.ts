@@ -400,6 +400,25 @@ function rowReduce(t: AttentionTile, name: string, op: "max" | "+", indent: stri
   ].join("\n");
 }
 
+/**
+ * WGSL opening a register-tiled workgroup: which KV head `g` and which block of `bq` (query row,
+ * head) pairs it computes, the last blocks first (under a causal mask they see the most keys, so
+ * the tail of the dispatch is made of short workgroups), and the query rows it spans.
+ */
+function pairBlock(bq: number): string {
+  return `  let group = params.heads / params.kvHeads;
+  let pairs = params.qRows * group;
+  let tilesPerHead = (pairs + ${bq - 1}u) / ${bq}u;
+  let flat = ${FLAT_GROUP};
+  if (flat >= tilesPerHead * params.kvHeads) { return; }
+  let g = flat / tilesPerHead;
+  // Last pair blocks first: under a causal mask they see the most keys, so the tail of the
+  // dispatch is made of short workgroups.
+  let firstPair = (tilesPerHead - 1u - (flat - g * tilesPerHead)) * ${bq}u;
+  let rowLo = firstPair / group;
+  let rowHi = min(firstPair + ${bq - 1}u, pairs - 1u) / group;`;
+}
+
 function flashCode(spec: AttentionSpec, t: AttentionTile): string {
   const d = spec.headDim;
   const d4 = d / 4;
@@ -576,17 +595,7 @@ ${t.subgroups ? "" : `var<workgroup> red: array<array<vec4<f32>, ${bq / 4}>, ${t
 
 @compute @workgroup_size(${threads})
 fn main(${lane.params}) {
-  let group = params.heads / params.kvHeads;
-  let pairs = params.qRows * group;
-  let tilesPerHead = (pairs + ${bq - 1}u) / ${bq}u;
-  let flat = ${FLAT_GROUP};
-  if (flat >= tilesPerHead * params.kvHeads) { return; }
-  let g = flat / tilesPerHead;
-  // Last pair blocks first: under a causal mask they see the most keys, so the tail of the
-  // dispatch is made of short workgroups.
-  let firstPair = (tilesPerHead - 1u - (flat - g * tilesPerHead)) * ${bq}u;
-  let rowLo = firstPair / group;
-  let rowHi = min(firstPair + ${bq - 1}u, pairs - 1u) / group;
+${pairBlock(bq)}
 ${lane.setup}
   let scale2 = params.scale * 1.4426950408889634;
 ${lines(t.tq, (i) => `  let row${i} = (firstPair + ty * ${t.tq}u + ${i}u) / group;`)}
@@ -918,17 +927,7 @@ ${t.subgroups ? "" : `var<workgroup> red: array<array<vec4<f32>, ${bq / 4}>, ${t
 
 @compute @workgroup_size(${threads})
 fn main(${lane.params}) {
-  let group = params.heads / params.kvHeads;
-  let pairs = params.qRows * group;
-  let tilesPerHead = (pairs + ${bq - 1}u) / ${bq}u;
-  let flat = ${FLAT_GROUP};
-  if (flat >= tilesPerHead * params.kvHeads) { return; }
-  let g = flat / tilesPerHead;
-  // Last pair blocks first: under a causal mask they see the most keys, so the tail of the
-  // dispatch is made of short workgroups.
-  let firstPair = (tilesPerHead - 1u - (flat - g * tilesPerHead)) * ${bq}u;
-  let rowLo = firstPair / group;
-  let rowHi = min(firstPair + ${bq - 1}u, pairs - 1u) / group;
+${pairBlock(bq)}
 ${lane.setup}
   let scale2 = params.scale * 1.4426950408889634;
   let qBase = ty * ${t.tq / 4}u;
