@@ -64,7 +64,7 @@ export async function demoCommand(_values: Options): Promise<number> {
     }
     runs.push(row);
   }
-  printTable(runs, vocab);
+  printTable(runs);
   console.log(
     "\nThe tiny model has random weights: ring, zigzag and ulysses must match dense to rounding;\n" +
       "star's and APB's errors here say nothing about task accuracy (see docs/QUALITY.md), and on\n" +
@@ -113,7 +113,7 @@ async function runOne(
   };
 }
 
-function printTable(rows: Row[], vocab: number): void {
+function printTable(rows: Row[]): void {
   const dense = rows[0];
   const want = dense.queryRun.logits[0].logits!;
   console.log(
@@ -130,5 +130,4 @@ function printTable(rows: Row[], vocab: number): void {
         } |`,
     );
   }
-  void vocab;
 }
