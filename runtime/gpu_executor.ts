@@ -291,7 +291,7 @@ class GpuExecutor implements Executor {
       this.plan.hosts.length,
       (t) => evalExpr(t.rows, vars) * t.cols * bytesPer(t.elem),
     );
-    const timestamps = this.#timestampSets(prepared);
+    const timestamps = new TimestampSets(this.devices, this.hostDevice, prepared);
     for (const d of this.devices) d.pushErrorScope("validation");
     if (this.devices.length === 1) {
       const encoder = this.devices[0].createCommandEncoder();
@@ -319,7 +319,7 @@ class GpuExecutor implements Executor {
     }
     const [logits, times] = await Promise.all([
       this.#readLogits(program, vars, options),
-      this.#readTimestamps(timestamps),
+      timestamps.read(),
     ]);
     const wallMs = performance.now() - started;
     if (times) {
@@ -501,14 +501,6 @@ class GpuExecutor implements Executor {
     if (!decl) throw new Error(`no buffer ${id}`);
     const d = decl.host === null ? 0 : this.hostDevice[decl.host];
     return await this.#readRange(d, id, decl.elem === "i32" ? "u32" : decl.elem, 0, decl.elements);
-  }
-
-  #timestampSets(prepared: Prepared): TimestampSets {
-    return new TimestampSets(this.devices, this.hostDevice, prepared);
-  }
-
-  async #readTimestamps(sets: TimestampSets): Promise<Map<number, number> | null> {
-    return await sets.read();
   }
 
   destroy(): void {
