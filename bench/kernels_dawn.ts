@@ -11,10 +11,11 @@ import { runKernel } from "../runtime/run_kernel.ts";
 import { compileKernel } from "../runtime/pipelines.ts";
 import { timeInt8Tiles } from "../runtime/int8_tune.ts";
 import { timePasses } from "../runtime/gpu_timing.ts";
+import { ruleSpec } from "../runtime/autotune.ts";
 import { INT8_TILES, int8Matmul, type Int8MatmulSpec } from "../wgsl/int8_matmul.ts";
 import { int8Attention, type Int8AttentionSpec } from "../wgsl/int8_attention.ts";
 import { packedStride, quantize, unpackInt8 } from "../wgsl/quantize.ts";
-import { attention } from "../wgsl/attention.ts";
+import { attention, type AttentionSpec } from "../wgsl/attention.ts";
 import type { HostBuffers, KernelFamily, Sizes } from "../wgsl/kernel.ts";
 
 type Row = Record<string, string | number | boolean>;
@@ -272,10 +273,11 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
         ms: i8ms,
         tflops: (flops / i8ms / 1e9).toFixed(1),
       });
-      if (tokens > 16384) continue;
-      const f32ms = await timeFamily(device, attention, { headDim: d, kv: "f16" }, sizes, bytes);
+      // The f32 kernel with the tile the executor would run (the rule for this adapter).
+      const f32spec = ruleSpec(device, "attention", { headDim: d, kv: "f16" }, sizes);
+      const f32ms = await timeFamily(device, attention, f32spec as AttentionSpec, sizes, bytes);
       timed({
-        what: `f32 attention causal ${tokens} (same)`,
+        what: `f32 attention causal ${tokens} (same, rule tile)`,
         ms: f32ms,
         tflops: (flops / f32ms / 1e9).toFixed(1),
       });

@@ -4,6 +4,7 @@
 
 import type { ModelConfig } from "./config.ts";
 import { evalExpr, type Plan, type Program } from "./plan.ts";
+import { ATTENTION_FAMILIES, GEMM_FAMILIES } from "../wgsl/mod.ts";
 
 /** Parameters of the per-layer linear layers the convention counts. */
 export function layerLinearParams(c: ModelConfig): number {
@@ -55,12 +56,13 @@ export function planFlops(
           Object.entries(step.sizes).map(([k, v]) => [k, evalExpr(v, { t: 1, past: 0, ...vars })]),
         );
         const family = plan.kernels[step.kernel].family;
-        if (family === "matmul") {
-          const w = weightOf.get(step.bind.b);
+        if (GEMM_FAMILIES.has(family)) {
+          // An int8 GEMM binds the quantised copy (`<weight buffer>.q`).
+          const w = weightOf.get(step.bind.b) ?? weightOf.get(step.bind.b.replace(/\.q$/, ""));
           // The LM head and the retaining heads are outside the convention.
           if (!w || w.source !== "model" || w.shape[0] === c.vocabSize) continue;
           perHost[host] += 2 * sizes.M * sizes.N * sizes.K;
-        } else if (family === "attention") {
+        } else if (ATTENTION_FAMILIES.has(family)) {
           perHost[host] += 4 * sizes.heads * c.headDim * attentionPairs(sizes);
         }
       }

@@ -69,9 +69,9 @@ export interface LowerOptions {
   chunkRows?: number;
   /**
    * Int8 tensor-core kernels (Dawn subgroup matrices): linear layers but the LM head become
-   * quantize + int8_matmul (weights quantised per output channel once, in the setup program).
-   * Attention stays f32: the int8_attention family is not yet correct on the GPU. The
-   * subgroup-matrix shape comes from the adapter.
+   * quantize + int8_matmul (weights quantised per output channel once, in the setup program);
+   * attention becomes int8_attention unless `attention` is "f32". The subgroup-matrix shape
+   * comes from the adapter.
    */
   int8?: Int8Choice | null;
 }
@@ -82,6 +82,8 @@ export interface Int8Choice {
   matrix: { m: number; n: number; k: number };
   /** Subgroup size. */
   subgroupSize: number;
+  /** Attention's products: int8 on the tensor cores (default) or the f32 kernel. */
+  attention?: "int8" | "f32";
 }
 
 /** A run of a host's rows processed together outside attention. */

@@ -9,6 +9,7 @@ import type { Expr } from "./plan.ts";
 import type { ProgramBuilder } from "./program.ts";
 import type { KvEntry, KvRef, Scorer } from "./strategies/strategy.ts";
 import { hash2 } from "../wgsl/mod.ts";
+import { int8AttentionAccepts } from "../wgsl/int8_attention.ts";
 
 const MAX_SEGMENTS = 8;
 
@@ -753,11 +754,7 @@ function runTask(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask): 
   for (const [start, end] of t.prefill) emptyFill(L, pb, node, X, start, end - start);
   const cache = { k: L.cache("k", layer, X), v: L.cache("v", layer, X) };
   const recv = t.recvRows > 0 ? { k: `h${X}.rk${t.index}`, v: `h${X}.rv${t.index}` } : cache;
-  const spec = {
-    headDim: c.headDim,
-    kv: L.opts.kv,
-    accumulate: t.output.kind === "direct" && t.output.accumulate,
-  };
+  const [family, spec] = taskKernel(L, t.output.kind === "direct" && t.output.accumulate);
   const bind = { k0: recv.k, v0: recv.v, k1: cache.k, v1: cache.v };
   const label = `${node.scope} attention task ${t.index}`;
   if (t.output.kind === "direct") {
@@ -771,7 +768,7 @@ function runTask(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask): 
         qOffset: row,
         outOffset: row,
       });
-      L.dispatch(pb, X, "attention", spec, sizes, {
+      L.dispatch(pb, X, family, spec, sizes, {
         ...bind,
         q: L.at(node.inputs[0], X, chunk).buffer,
         out: L.at(node.id, X, chunk).buffer,
@@ -789,12 +786,35 @@ function runTask(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask): 
     outOffset: 0,
   });
   const rows = t.qRows;
-  L.dispatch(pb, X, "attention", spec, sizes, {
+  L.dispatch(pb, X, family, spec, sizes, {
     ...bind,
     q: `h${X}.tq${t.index}`,
     out: L.buffer(`h${X}.to${t.index}`, X, "f32", rows * hc * c.headDim, "exchange"),
     lse: L.buffer(`h${X}.tl${t.index}`, X, "f32", rows * hc, "exchange"),
   }, label);
+}
+
+/**
+ * The kernel of a prefill attention task: int8_attention (same bindings and sizes) in int8 plans
+ * whose head size it takes, else the f32 family. Extend steps keep the f32 kernel: their few
+ * query rows would leave the int8 kernel's 64-pair workgroups mostly empty.
+ */
+function taskKernel(L: Lowering, accumulate: boolean): [string, Record<string, unknown>] {
+  const c = L.model.config;
+  const int8 = L.opts.int8;
+  if (
+    int8 && int8.attention !== "f32" &&
+    int8AttentionAccepts(c.headDim, int8.matrix, int8.subgroupSize)
+  ) {
+    return ["int8_attention", {
+      headDim: c.headDim,
+      kv: L.opts.kv,
+      accumulate,
+      matrixN: int8.matrix.n,
+      subgroupSize: int8.subgroupSize,
+    }];
+  }
+  return ["attention", { headDim: c.headDim, kv: L.opts.kv, accumulate }];
 }
 
 /** A task's segment table for its query rows [at, at + count), renumbered from 0. */

@@ -6,6 +6,7 @@
 import type { Expr, Phase, Plan, Step, Transfer } from "./plan.ts";
 import type { Segment } from "./strategies/strategy.ts";
 import type { ElementType } from "../wgsl/kernel.ts";
+import { ATTENTION_FAMILIES } from "../wgsl/mod.ts";
 
 /** A run of query rows that one host computes: one segment (or part of one) of its owner. */
 export interface RowGroup {
@@ -157,9 +158,7 @@ function layerZeroAttention(plan: Plan, phases: Phase[], host: number): Located[
   const all: Located[] = [];
   phases.forEach((phase, index) => {
     for (const step of phase.steps[host]) {
-      if (
-        plan.kernels[step.kernel]?.family === "attention" || step.kernel.startsWith("attention")
-      ) {
+      if (ATTENTION_FAMILIES.has(plan.kernels[step.kernel]?.family ?? "")) {
         all.push({ step, phase: index });
       }
     }
@@ -429,7 +428,7 @@ function carriesOf(plan: Plan): (t: Transfer) => Arrow["carries"] {
   const keyInputs = new Set<string>();
   for (const phase of plan.programs.prefill.phases) {
     for (const step of phase.steps.flat()) {
-      if (!step.kernel.startsWith("attention")) continue;
+      if (!ATTENTION_FAMILIES.has(plan.kernels[step.kernel]?.family ?? "")) continue;
       for (const name of ["k0", "v0"]) if (step.bind[name]) keyInputs.add(step.bind[name]);
     }
   }

@@ -45,6 +45,24 @@ const PAIRS = 64;
 const BLOCK = 16;
 const KEYS = 64;
 const PAD = 16;
+// One subgroup of 32 per 16-pair block: lane pair (2r, 2r+1) owns row r of the block.
+const THREADS = (PAIRS / BLOCK) * 32;
+// K/V staging: THREADS invocations read whole keys of d/4 words each, `stagers(d)` keys at a time
+// (the rest idle when d/4 does not divide THREADS, as for d = 96).
+const stagers = (d: number) => Math.floor(THREADS / (d / 4));
+
+/**
+ * Whether the kernel takes this head size and subgroup-matrix shape (M×N×K = 16×N×32, N 16 or 8)
+ * on subgroups of this size.
+ */
+export function int8AttentionAccepts(
+  headDim: number,
+  matrix: { m: number; n: number; k: number },
+  subgroupSize: number,
+): boolean {
+  return headDim % 32 === 0 && headDim >= 32 && headDim <= 128 && matrix.m === BLOCK &&
+    matrix.k === 32 && (matrix.n === 16 || matrix.n === 8) && subgroupSize === 32;
+}
 
 function check(spec: Int8AttentionSpec): void {
   const d = spec.headDim;
@@ -118,9 +136,9 @@ ${chunkLoad("v1")}
 ${segmentWgsl()}
 var<workgroup> tile: array<i32, ${mem.total}>;
 var<workgroup> mu: array<vec4<f32>, ${d4}>;
-var<workgroup> vmaxPart: array<vec4<f32>, ${(PAIRS * 4 / d4) * d4}>;
+var<workgroup> vmaxPart: array<vec4<f32>, ${stagers(d) * d4}>;
 var<workgroup> vscale: array<vec4<f32>, ${d4}>;
-var<workgroup> red: array<f32, ${(PAIRS * 4) / S}>;
+var<workgroup> red: array<f32, ${THREADS / S}>;
 var<workgroup> rowCorr: array<f32, ${PAIRS}>;
 var<workgroup> rowInv: array<f32, ${PAIRS}>;
 
@@ -135,18 +153,18 @@ fn pack4(v: vec4<f32>) -> i32 {
   return bitcast<i32>(b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u));
 }
 
-// Max of x over the workgroup's ${PAIRS * 4} invocations.
+// Max of x over the workgroup's ${THREADS} invocations.
 fn workgroup_max(x: f32, sg: u32, lane: u32) -> f32 {
   let m = subgroupMax(x);
   workgroupBarrier();
   if (lane == 0u) { red[sg] = m; }
   workgroupBarrier();
   var top = red[0];
-${lines((PAIRS * 4) / S - 1, (i) => `  top = max(top, red[${i + 1}]);`)}
+${lines(THREADS / S - 1, (i) => `  top = max(top, red[${i + 1}]);`)}
   return top;
 }
 
-@compute @workgroup_size(${PAIRS * 4})
+@compute @workgroup_size(${THREADS})
 fn main(${ENTRY_BUILTINS}) {
   let group = params.heads / params.kvHeads;
   let pairs = params.qRows * group;
@@ -199,9 +217,10 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
   var m = -3.0e38;
   var l = 0.0;
   var haveMu = false;
-  // Staging roles: invocation t reads word (t % d/4) of keys t / (d/4), + ${(PAIRS * 4) / d4}, ...
+  // Staging roles: invocation t reads word (t % d/4) of keys t / (d/4), + ${stagers(d)}, ...
   let cw = lid % ${d4}u;
   let kg = lid / ${d4}u;
+  let stager = kg < ${stagers(d)}u;
   for (var s = 0u; s < params.nseg; s++) {
     let seg = segment(s);
     let lo = max(rowLo, seg.qStart);
@@ -231,17 +250,17 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
       // Pass 1: the K tile's absmax after μ, V's absmax per channel.
       var kmax = 0.0;
       var vmax = vec4<f32>();
-      for (var j = kg; j < count; j += ${(PAIRS * 4) / d4}u) {
+      for (var j = kg; stager && j < count; j += ${stagers(d)}u) {
         let row = first + j * params.kvHeads;
         let kv = abs(kv_vec(seg.src, true, row, cw) - mu[cw]);
         kmax = max(kmax, max(max(kv.x, kv.y), max(kv.z, kv.w)));
         vmax = max(vmax, abs(kv_vec(seg.src, false, row, cw)));
       }
-      vmaxPart[kg * ${d4}u + cw] = vmax;
+      if (stager) { vmaxPart[kg * ${d4}u + cw] = vmax; }
       let kTop = workgroup_max(kmax, sg, lane);
       if (kg == 0u) {
         var vm = vmaxPart[cw];
-        for (var p = 1u; p < ${(PAIRS * 4) / d4}u; p++) { vm = max(vm, vmaxPart[p * ${d4}u + cw]); }
+        for (var p = 1u; p < ${stagers(d)}u; p++) { vm = max(vm, vmaxPart[p * ${d4}u + cw]); }
         vscale[cw] = vm / ${QMAX}.0;
       }
       workgroupBarrier();
@@ -249,7 +268,7 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
       let kInv = select(${QMAX}.0 / kTop, 0.0, kTop == 0.0);
       let vs = vscale[cw];
       let vInv = select(vec4<f32>(1.0) / vs, vec4<f32>(0.0), vs == vec4<f32>(0.0));
-      for (var j = kg; j < ${KEYS}u; j += ${(PAIRS * 4) / d4}u) {
+      for (var j = kg; stager && j < ${KEYS}u; j += ${stagers(d)}u) {
         var kq = 0;
         var vq = 0;
         if (j < count) {
@@ -450,11 +469,11 @@ export const int8Attention: KernelFamily<Int8AttentionSpec> = {
     return {
       code: generateCode(spec),
       entry: "main",
-      workgroupSize: [PAIRS * 4, 1, 1],
+      workgroupSize: [THREADS, 1, 1],
       bindings: attentionBindings(spec.kv),
       features: ["subgroups", "chromium-experimental-subgroup-matrix"] as GPUFeatureName[],
-      workgroupBytes: 4 * mem.total + 16 * (3 * d4 + (PAIRS * 4 / d4) * d4) +
-        4 * ((PAIRS * 4) / spec.subgroupSize + 2 * PAIRS),
+      workgroupBytes: 4 * mem.total + 16 * (2 * d4 + stagers(spec.headDim) * d4) +
+        4 * (THREADS / spec.subgroupSize + 2 * PAIRS),
     };
   },
   dispatch(_spec, { qRows, heads, kvHeads }) {

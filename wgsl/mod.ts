@@ -74,6 +74,12 @@ export type KernelFamilyName = keyof typeof kernelFamilies;
 export type SpecOf<N extends KernelFamilyName> = (typeof kernelFamilies)[N] extends
   KernelFamily<infer S> ? S : never;
 
+/** Families that compute attention (same bindings, sizes and FLOPs; int8 or f32 products). */
+export const ATTENTION_FAMILIES: ReadonlySet<string> = new Set(["attention", "int8_attention"]);
+
+/** Families that compute a GEMM `C = A·Bᵀ` with sizes M, N, K and the weight bound as `b`. */
+export const GEMM_FAMILIES: ReadonlySet<string> = new Set(["matmul", "int8_matmul"]);
+
 /** Whether `name` names a kernel family. */
 export function isKernelFamilyName(name: string): name is KernelFamilyName {
   return Object.hasOwn(kernelFamilies, name);
