@@ -170,6 +170,7 @@ export async function openDawnGpu(options: DawnOptions = {}): Promise<Gpu> {
   const requiredLimits = requestedLimits(adapter);
   const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
   patchAsyncPipelines(device);
+  patchShaderDialect(device);
   device.addEventListener("uncapturederror", (e) => {
     console.error(`dawn: ${(e as GPUUncapturedErrorEvent).error.message}`);
   });
@@ -202,6 +203,24 @@ function patchAsyncPipelines(device: GPUDevice): void {
       return Promise.reject(e);
     }
   };
+}
+
+/**
+ * Kernels are written for naga (Deno's wgpu), which refuses `enable subgroups;` as not yet
+ * implemented, while Tint (Dawn) refuses subgroup built-ins without it: modules created on a Dawn
+ * device get the directive when they call subgroup built-ins and lack it.
+ */
+function patchShaderDialect(device: GPUDevice): void {
+  const create = device.createShaderModule.bind(device);
+  device.createShaderModule = (descriptor: GPUShaderModuleDescriptor) =>
+    create({ ...descriptor, code: tintDialect(descriptor.code) });
+}
+
+/** `code` with `enable subgroups;` first when it calls subgroup built-ins without enabling them. */
+export function tintDialect(code: string): string {
+  const uses = /\bsubgroup[A-Z]\w*\s*\(/.test(code);
+  const enabled = /^\s*enable\s+[\w\s,]*\bsubgroups\b[\w\s,]*;/m.test(code);
+  return uses && !enabled ? `enable subgroups;\n${code}` : code;
 }
 
 /** The adapter's subgroup-matrix configurations as plain objects (empty when it has none). */

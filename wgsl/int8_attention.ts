@@ -213,6 +213,9 @@ ${
   }
   workgroupBarrier();
 
+  // Accumulators start from this never-written zero rather than from a \`var acc: T;\` declared in
+  // the loop, whose re-zeroing on every iteration the GEMM never relied on.
+  var zeroAcc: ${result};
 ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
   var m = -3.0e38;
   var l = 0.0;
@@ -285,7 +288,7 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
 ${
     lines(keyBlocks, (j) =>
       `      {
-        var acc: ${result};
+        var acc = zeroAcc;
 ${
         lines(kc, (c) =>
           `        acc = subgroupMatrixMultiplyAccumulate(qm${c}, subgroupMatrixLoad<${right}, col_major>(&tile, ${mem.kTile}u + ${
@@ -337,7 +340,7 @@ ${
 ${
         blocks.map((b) =>
           `        {
-          var acc: ${result};
+          var acc = zeroAcc;
 ${
             lines(KEYS / 32, (kk) =>
               `          acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<${left}, row_major>(&tile, ${mem.pTile}u + sg * ${

@@ -1,9 +1,14 @@
 // The Dawn backend: a clear error without the addon; with DAWN_NODE set and a subgroup-matrix GPU,
 // the int8 kernels against their references. CI has neither, so those tests skip visibly.
 
-import { ok as assert, rejects } from "node:assert/strict";
+import { equal, ok as assert, rejects } from "node:assert/strict";
 import { openGpu } from "../../runtime/device.ts";
-import { dawnAddonCandidates, DawnUnavailableError, openDawnGpu } from "../../runtime/dawn.ts";
+import {
+  dawnAddonCandidates,
+  DawnUnavailableError,
+  openDawnGpu,
+  tintDialect,
+} from "../../runtime/dawn.ts";
 
 Deno.test("--backend dawn without dawn.node fails with a message that says how to get it", async () => {
   await rejects(() => openDawnGpu({ addon: "/nonexistent/dawn.node" }), DawnUnavailableError);
@@ -40,4 +45,14 @@ Deno.test({
       console.warn(`SKIP Dawn GPU test: ${String(e).split("\n")[0]}`);
     }
   },
+});
+
+Deno.test("Dawn's WGSL dialect: `enable subgroups;` added where subgroup built-ins are called", () => {
+  const body = "fn f(x: f32) -> f32 { return subgroupShuffleXor(x, 1u); }";
+  equal(tintDialect(body), `enable subgroups;\n${body}`);
+  for (const ready of [`enable subgroups;\n${body}`, `enable f16, subgroups;\n${body}`]) {
+    equal(tintDialect(ready), ready);
+  }
+  const plain = "fn f(x: f32) -> f32 { return x; } // subgroups are not used";
+  equal(tintDialect(plain), plain);
 });
