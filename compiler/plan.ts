@@ -177,6 +177,19 @@ export interface HostDecl {
   positions: string;
 }
 
+/**
+ * The int8 tensor-core kernels a plan was lowered for (`LowerOptions.int8`): the i8×i8→i32
+ * subgroup-matrix shape and subgroup size, taken from the adapter, and attention's kind.
+ */
+export interface PlanInt8 {
+  /** Subgroup-matrix shape: left M×K, right K×N. */
+  matrix: { m: number; n: number; k: number };
+  /** Subgroup size the kernels are laid out for. */
+  subgroupSize: number;
+  /** Attention on int8_attention or the f32 kernel (absent: "int8"). */
+  attention?: "int8" | "f32";
+}
+
 /** The whole plan. */
 export interface Plan {
   /** Always {@linkcode PLAN_FORMAT}. */
@@ -206,6 +219,11 @@ export interface Plan {
   };
   /** Storage types of weights and KV caches. */
   storage: { weights: StorageType; kv: StorageType };
+  /**
+   * The int8 kernels' choice, for plans lowered with `--int8` (absent or null: f32 kernels only).
+   * Optional, so version-1 plans without it still load.
+   */
+  int8?: PlanInt8 | null;
   /** Weights. */
   weights: WeightDecl[];
   /** Kernels by id. */
@@ -292,6 +310,13 @@ export function validatePlan(value: unknown, source = "plan"): Plan {
   }
   for (const key of ["model", "strategy", "shape", "storage", "kernels", "programs"] as const) {
     if (typeof plan[key] !== "object" || plan[key] === null) fail(`missing "${key}"`);
+  }
+  if (plan.int8 != null) {
+    const { matrix, subgroupSize } = plan.int8;
+    const whole = (n: unknown) => Number.isInteger(n) && (n as number) > 0;
+    if (!matrix || ![matrix.m, matrix.n, matrix.k, subgroupSize].every(whole)) {
+      fail(`"int8" must hold a matrix {m, n, k} and a subgroupSize`);
+    }
   }
   for (const key of ["weights", "buffers", "hosts"] as const) {
     if (!Array.isArray(plan[key])) fail(`"${key}" must be a list`);

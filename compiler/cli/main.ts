@@ -3,6 +3,7 @@
 
 import { ModelError, PlanError } from "../errors.ts";
 import { PlanFormatError } from "../plan.ts";
+import { Int8UnavailableError } from "../int8.ts";
 import { NoAdapterError } from "../../runtime/device.ts";
 import { OutOfMemoryError } from "../../runtime/memory.ts";
 import { InputError } from "../../runtime/session.ts";
@@ -26,7 +27,12 @@ options:
   --generate K   --seed S   --anchor N   --passing N[,N...]   --scorer retaining|query|random
   --query-offset N   --no-query-in-anchor   --parity   --storage f32|f16   --kv f32|f16
   --device-per-host   --weights DIR   --retaining-heads PATH (APB)
-  --prompt-file F (text through the checkpoint's tokenizer; the last --query tokens are the query)`;
+  --prompt-file F (text through the checkpoint's tokenizer; the last --query tokens are the query)
+  --backend deno|dawn   WebGPU of Deno (default) or Dawn's dawn.node (runtime/dawn.ts)
+  --int8   int8 tensor-core kernels (needs --backend dawn in run and bench; the subgroup-matrix
+           shape comes from the adapter). compile opens no GPU: it takes --int8-matrix MxNxK
+           (default 16x16x32 on subgroups of 32, NVIDIA's), or the adapter's with --backend dawn
+  --int8-attention int8|f32   attention on the int8 kernel (default) or the f32 one`;
 
 const EXPECTED = [
   UsageError,
@@ -38,6 +44,7 @@ const EXPECTED = [
   InputError,
   KernelCompileError,
   CheckpointError,
+  Int8UnavailableError,
 ];
 
 async function main(args: string[]): Promise<number> {

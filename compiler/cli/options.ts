@@ -2,7 +2,8 @@
 // into a strategy and lowering options.
 
 import { parseArgs } from "../_deps.ts";
-import type { LowerOptions } from "../lower.ts";
+import type { Int8Choice, LowerOptions } from "../lower.ts";
+import { chooseInt8, type Int8Adapter, int8Without, parseMatrix } from "../int8.ts";
 import { strategyByName } from "../strategies/mod.ts";
 import type { Strategy } from "../strategies/strategy.ts";
 import { loadStrategyFile, UsageError } from "./model_file.ts";
@@ -43,6 +44,9 @@ export const OPTIONS = {
   "query-form": { type: "string" },
   tune: { type: "boolean", default: false },
   int8: { type: "boolean", default: false },
+  "int8-matrix": { type: "string" },
+  "int8-attention": { type: "string" },
+  "no-int8-reference": { type: "boolean", default: false },
 } as const;
 
 /** Parsed options. */
@@ -108,8 +112,15 @@ export async function strategyFrom(
   return strategyByName(name, clean);
 }
 
-/** Lowering options from the command line. */
-export function lowerOptionsFrom(values: Options, defaults: { tokens: number }): LowerOptions {
+/**
+ * Lowering options from the command line. `adapter` is the opened device's info, where the
+ * command opened one: the int8 choice of --int8 comes from it (see {@linkcode int8From}).
+ */
+export function lowerOptionsFrom(
+  values: Options,
+  defaults: { tokens: number },
+  adapter?: Int8Adapter,
+): LowerOptions {
   const query = int(values, "query", 0);
   const generate = int(values, "generate", 8);
   const options: LowerOptions = {
@@ -123,8 +134,48 @@ export function lowerOptionsFrom(values: Options, defaults: { tokens: number }):
   const kv = storage(values, "kv");
   if (weights) options.weights = weights;
   if (kv) options.kv = kv;
-  // --int8 (with --backend dawn): int8 tensor-core kernels. NVIDIA's i8 configuration, 16×16×32
-  // on subgroups of 32; runtime/dawn.ts reports what an adapter offers in subgroupMatrixConfigs.
-  if (values.int8) options.int8 = { matrix: { m: 16, n: 16, k: 32 }, subgroupSize: 32 };
+  const int8 = int8From(values, adapter);
+  if (int8) options.int8 = int8;
   return options;
+}
+
+/** The one-line refusal of --int8 on Deno's WebGPU. */
+export const INT8_NEEDS_DAWN = "--int8 needs --backend dawn: the int8 kernels run on Dawn's " +
+  "subgroup matrices (add --backend dawn on an NVIDIA GPU, or drop --int8)";
+
+/**
+ * The WebGPU implementation of --backend: Deno's own ("deno", also spelt "gpu"; the default) or
+ * Dawn's. --int8 without --backend dawn is refused with {@linkcode INT8_NEEDS_DAWN}.
+ */
+export function gpuBackend(values: Options): "deno" | "dawn" {
+  const backend = values.backend ?? "deno";
+  if (backend !== "deno" && backend !== "gpu" && backend !== "dawn") {
+    throw new UsageError(`--backend must be deno (or gpu) or dawn, got "${backend}"`);
+  }
+  if (values.int8 && backend !== "dawn") throw new UsageError(INT8_NEEDS_DAWN);
+  return backend === "dawn" ? "dawn" : "deno";
+}
+
+/**
+ * The int8 choice of --int8, --int8-matrix and --int8-attention, or null without --int8. With an
+ * opened adapter it is the adapter's (i8→i32 16×16×32, else 16×8×32, on subgroups of 32; an
+ * --int8-matrix must be one it offers); without one (`deno task compile`), --int8-matrix or
+ * NVIDIA's 16×16×32 on subgroups of 32.
+ */
+export function int8From(values: Options, adapter?: Int8Adapter): Int8Choice | null {
+  const matrixText = values["int8-matrix"];
+  const attention = values["int8-attention"];
+  if (!values.int8) {
+    const stray = matrixText !== undefined ? "--int8-matrix" : attention ? "--int8-attention" : "";
+    if (stray) throw new UsageError(`${stray} needs --int8`);
+    return null;
+  }
+  if (attention !== undefined && attention !== "int8" && attention !== "f32") {
+    throw new UsageError(`--int8-attention must be int8 or f32, got "${attention}"`);
+  }
+  const options = {
+    attention: attention as "int8" | "f32" | undefined,
+    matrix: matrixText === undefined ? undefined : parseMatrix(matrixText),
+  };
+  return adapter ? chooseInt8(adapter, options) : int8Without(options);
 }

@@ -3,11 +3,14 @@
 // --weights the weights come from a Hugging Face checkpoint (and the model from its config.json when
 // no model file is given); with --prompt-file the context is that text through the checkpoint's
 // tokenizer, and the generated text is printed. --check compares every logit with the float64 CPU
-// executor running the same plan on the same weights.
+// executor running the same plan on the same weights. --backend dawn runs on Dawn's WebGPU; --int8
+// (which needs it) lowers to the int8 tensor-core kernels the opened adapter offers, and a plan
+// directory compiled with --int8 needs --backend dawn too.
 
 import { path } from "../_deps.ts";
 import { configFromHuggingFace, type ModelConfig, type RopeConfig } from "../config.ts";
 import type { ModelDefinition } from "../dsl.ts";
+import { checkInt8, int8Text, planInt8, recordInt8 } from "../int8.ts";
 import { lower } from "../lower.ts";
 import { llamaFromHuggingFace } from "../models/llama.ts";
 import type { Plan } from "../plan.ts";
@@ -19,7 +22,7 @@ import {
 } from "../../runtime/checkpoint.ts";
 import { readPlanDir } from "../../runtime/load.ts";
 import { lastToken, Session } from "../../runtime/session.ts";
-import { openGpu } from "../../runtime/device.ts";
+import { type DeviceInfo, type Gpu, openGpu } from "../../runtime/device.ts";
 import type { RunResult, WeightSource } from "../../runtime/executor.ts";
 import { criticalPath, hostTotals, NVLINK } from "../../runtime/timing.ts";
 import { formatMemory } from "../../runtime/memory.ts";
@@ -27,7 +30,7 @@ import { checkpointWeights } from "../../runtime/weights.ts";
 import { hash2 } from "../../wgsl/_hash.ts";
 import { compareRuns } from "./compare.ts";
 import { loadModelFile, UsageError } from "./model_file.ts";
-import { int, lowerOptionsFrom, type Options, strategyFrom } from "./options.ts";
+import { gpuBackend, int, lowerOptionsFrom, type Options, strategyFrom } from "./options.ts";
 import type { TextTokenizer } from "./tokenizer.ts";
 
 /** Tolerance of --check for f32 storage. */
@@ -85,12 +88,22 @@ export async function runCommand(target: string | undefined, values: Options): P
 }
 
 async function run(target: string | undefined, values: Options, sources: Sources): Promise<number> {
+  const backend = gpuBackend(values);
   const prompt = await readPrompt(values, sources.dir);
-  const plan = await planFor(target, values, sources, prompt);
+  // --int8 takes its choice from the adapter, so the device opens before lowering.
+  let gpu: Gpu | undefined = values.int8 ? await openGpu({ backend }) : undefined;
+  const plan = await planFor(target, values, sources, prompt, gpu?.info);
+  const int8 = planInt8(plan);
+  if (int8 && backend !== "dawn") {
+    throw new UsageError(
+      `${target} was compiled with --int8 (int8 tensor-core kernels); run it with --backend dawn`,
+    );
+  }
   const seed = int(values, "seed", 0);
   const generate = int(values, "generate", 8);
   const weights = weightSource(plan, sources, seed);
-  const gpu = await openGpu();
+  gpu ??= await openGpu({ backend });
+  if (int8) checkInt8(int8, gpu.info);
   const s = plan.shape;
   console.log(`model    ${plan.model.name} (${fmtParams(plan.model.parameters)} parameters)`);
   console.log(
@@ -102,8 +115,10 @@ async function run(target: string | undefined, values: Options, sources: Sources
       (values["device-per-host"] ? ", one device per host" : ", virtual hosts on one device"),
   );
   console.log(
-    `adapter  ${gpu.info.description} [${gpu.info.features.join(", ") || "no optional features"}]`,
+    `adapter  ${gpu.info.description} [${gpu.info.features.join(", ") || "no optional features"}]` +
+      (backend === "dawn" ? " on Dawn" : ""),
   );
+  if (int8) console.log(`kernels  ${int8Text(int8)}`);
   if (prompt) {
     console.log(
       `prompt   ${prompt.file}: ${prompt.context.length + prompt.query.length} tokens` +
@@ -216,6 +231,7 @@ async function planFor(
   values: Options,
   sources: Sources,
   prompt: Prompt | undefined,
+  adapter: DeviceInfo | undefined,
 ): Promise<Plan> {
   let isDir = false;
   if (target) {
@@ -229,6 +245,9 @@ async function planFor(
   }
   if (target && isDir) {
     const { plan } = await readPlanDir(target);
+    if (values.int8 && !planInt8(plan)) {
+      throw new UsageError(`${target} was compiled without --int8; recompile it with --int8`);
+    }
     if (!prompt && values.tokens && int(values, "tokens") !== plan.shape.contextTokens) {
       throw new UsageError(
         `${target} was compiled for ${plan.shape.contextTokens} tokens; recompile with --tokens`,
@@ -244,11 +263,14 @@ async function planFor(
     const name = path.basename(path.resolve(sources.dir!));
     model = llamaFromHuggingFace(sources.checkpoint!.config, name);
   }
-  const options = lowerOptionsFrom(values, { tokens: 64 });
+  const options = lowerOptionsFrom(values, { tokens: 64 }, adapter);
   if (prompt) options.contextTokens = prompt.context.length;
   if (values.check) options.prefillLogits = "all";
   const retainingHidden = sources.heads?.expectFor(model.config);
-  return lower(model, await strategyFrom(values, { retainingHidden }), options);
+  return recordInt8(
+    lower(model, await strategyFrom(values, { retainingHidden }), options),
+    options.int8,
+  );
 }
 
 /**
