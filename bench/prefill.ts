@@ -2,17 +2,22 @@
 // storage) on the GPU, across context lengths and host counts. Virtual hosts share one GPU, so the
 // measured wall time is all hosts' work in sequence; each host's GPU time comes from timestamp
 // queries, and the parallel critical path adds each phase's transfers at a modelled link speed.
+// --backend dawn runs on Dawn's WebGPU; --int8 (which needs it) lowers every strategy to the int8
+// tensor-core kernels the adapter offers (--int8-attention f32 keeps attention in f32), and each
+// int8 run is compared with the same strategy's f32 plan (same seeded weights and tokens, same
+// device; one extra, untimed prefill per job, left out with --no-int8-reference).
 
 import { path } from "../compiler/_deps.ts";
 import { maxRelativeError } from "../compiler/cli/compare.ts";
 import { loadModelFile, UsageError } from "../compiler/cli/model_file.ts";
-import { int, type Options, storage } from "../compiler/cli/options.ts";
+import { gpuBackend, int, int8From, type Options, storage } from "../compiler/cli/options.ts";
 import { syntheticTokens } from "../compiler/cli/run.ts";
 import type { ModelDefinition } from "../compiler/dsl.ts";
 import { planFlops } from "../compiler/flops.ts";
-import { lower } from "../compiler/lower.ts";
+import { int8Text, recordInt8 } from "../compiler/int8.ts";
+import { type Int8Choice, lower, type LowerOptions } from "../compiler/lower.ts";
 import { llama } from "../compiler/models/llama.ts";
-import type { Plan } from "../compiler/plan.ts";
+import type { Plan, PlanInt8 } from "../compiler/plan.ts";
 import { strategyByName } from "../compiler/strategies/mod.ts";
 import type { Strategy } from "../compiler/strategies/strategy.ts";
 import { type Gpu, openGpu } from "../runtime/device.ts";
@@ -30,6 +35,10 @@ export interface PrefillRecord {
   tokens: number;
   /** Layers run. */
   layers: number;
+  /** WebGPU implementation: Deno's own or Dawn's. */
+  backend: "deno" | "dawn";
+  /** The int8 kernels' choice, or null for f32 kernels. */
+  int8: PlanInt8 | null;
   /** Strategy parameters. */
   params: Record<string, unknown>;
   /** Wall milliseconds of the whole prefill (all virtual hosts on one GPU). */
@@ -40,8 +49,13 @@ export interface PrefillRecord {
   critical: Record<string, { totalMs: number; computeMs: number; transferMs: number }>;
   /** FLOPs per host by the spec's convention (counted from the plan). */
   flops: number[];
-  /** Max relative error of the last context token's logits against dense. */
+  /** Max relative error of the last context token's logits against dense (same kernels). */
   errorVsDense: number | null;
+  /**
+   * Int8 runs: max relative error of the last context token's logits against the same strategy's
+   * f32 plan (same weights, tokens and device); null for f32 runs or without the reference.
+   */
+  errorVsF32: number | null;
 }
 
 const LINKS: Link[] = [NVLINK, PCIE];
@@ -53,9 +67,15 @@ export async function prefillSuite(values: Options): Promise<number> {
   const hostCounts = list(values.hosts ?? "2,4,8", "hosts");
   const weights = storage(values, "storage") ?? "f16";
   const kv = storage(values, "kv") ?? "f16";
-  const gpu = await openGpu();
+  const backend = gpuBackend(values);
+  const gpu = await openGpu({ backend });
+  const int8 = int8From(values, gpu.info);
+  const f32Reference = int8 !== null && !values["no-int8-reference"];
   console.log(
-    `adapter: ${gpu.info.description}; model ${model.config.name}, ${model.config.layers} layer(s), weights ${weights}, KV ${kv}`,
+    `adapter: ${gpu.info.description} (${backend}); model ${model.config.name}, ` +
+      `${model.config.layers} layer(s), weights ${weights}, KV ${kv}, kernels ${
+        int8 ? int8Text(int8) : "f32"
+      }${f32Reference ? " (each run also against its f32 plan)" : ""}`,
   );
   // --anchor and --passing set APB's lengths (the defaults scale the paper's table to the block).
   const apbOptions = Object.fromEntries(
@@ -86,17 +106,22 @@ export async function prefillSuite(values: Options): Promise<number> {
   const denseLogits = new Map<number, Float32Array | Float64Array>();
   for (const [i, job] of jobs.entries()) {
     progress(i, jobs.length, `${fmtTokens(job.tokens)} ${job.strategy.name} on ${job.hosts}`);
-    const plan = lower(model, job.strategy, {
+    const options: LowerOptions = {
       hosts: job.hosts,
       contextTokens: job.tokens,
       maxNewTokens: 1,
       weights,
       kv,
-    });
-    const { record, logits } = await measure(plan, gpu);
+    };
+    const plan = planOf(model, job.strategy, options, int8);
+    const { record, logits } = await measure(plan, gpu, backend);
     if (job.strategy.name === "dense") denseLogits.set(job.tokens, logits);
     const reference = denseLogits.get(job.tokens);
     record.errorVsDense = reference ? maxRelativeError(logits, reference) : null;
+    if (f32Reference) {
+      const f32 = await prefillLogits(planOf(model, job.strategy, options, null), gpu);
+      record.errorVsF32 = maxRelativeError(logits, f32);
+    }
     records.push(record);
     // Written after every run, so a run cut short by a time limit keeps what it measured.
     if (values.json) await writeJson(values.json, gpu, records);
@@ -108,6 +133,26 @@ export async function prefillSuite(values: Options): Promise<number> {
   if (values.svg) await Deno.writeTextFile(values.svg, chart(records, model));
   console.log(table);
   return 0;
+}
+
+function planOf(
+  model: ModelDefinition,
+  strategy: Strategy,
+  options: LowerOptions,
+  int8: Int8Choice | null,
+): Plan {
+  return recordInt8(lower(model, strategy, { ...options, int8 }), int8);
+}
+
+/** The last context token's logits of one untimed prefill (the f32 reference of an int8 run). */
+async function prefillLogits(plan: Plan, gpu: Gpu): Promise<Float32Array | Float64Array> {
+  const session = await Session.open(plan, { gpu, weights: { seed: 1 } });
+  try {
+    const context = syntheticTokens(plan.shape.contextTokens, plan.model.config.vocabSize, 1);
+    return (await session.prefill(context, [], { readLogits: true })).logits[0].logits!;
+  } finally {
+    session.destroy();
+  }
 }
 
 async function benchModel(values: Options): Promise<ModelDefinition> {
@@ -126,6 +171,7 @@ async function benchModel(values: Options): Promise<ModelDefinition> {
 async function measure(
   plan: Plan,
   gpu: Gpu,
+  backend: "deno" | "dawn",
 ): Promise<{ record: PrefillRecord; logits: Float32Array | Float64Array }> {
   const session = await Session.open(plan, { gpu, weights: { seed: 1 } });
   const context = syntheticTokens(plan.shape.contextTokens, plan.model.config.vocabSize, 1);
@@ -152,30 +198,44 @@ async function measure(
     hosts: plan.strategy.hosts,
     tokens: plan.shape.contextTokens,
     layers: plan.model.config.layers,
+    backend,
+    int8: plan.int8 ?? null,
     params: plan.strategy.params,
     wallMs: best.timing.wallMs,
     hostMs: hostTotals(phases, plan.hosts.length),
     critical,
     flops: planFlops(plan),
     errorVsDense: null,
+    errorVsF32: null,
   };
   return { record, logits: best.logits[0].logits! };
 }
 
-function markdownTable(records: PrefillRecord[]): string {
+/**
+ * The records as a markdown table. Runs on Dawn or with int8 kernels add two columns: the backend
+ * and kernels, and the int8 logits' error against the same strategy's f32 plan.
+ */
+export function markdownTable(records: PrefillRecord[]): string {
   const cp = (r: PrefillRecord) => r.critical[NVLINK.name].totalMs;
   const find = (r: PrefillRecord, strategy: string, hosts: number) =>
     records.find((x) => x.tokens === r.tokens && x.strategy === strategy && x.hosts === hosts);
   const ratio = (r: PrefillRecord, other: PrefillRecord | undefined) =>
     other ? (cp(other) / cp(r)).toFixed(2) : "–";
+  const extra = records.some((r) => r.int8 || r.backend === "dawn");
   const lines = [
-    `| tokens | hosts | strategy | layers | wall ms | GPU ms/host (max, min) | critical path NVLink ms | PCIe ms | TFLOP | TFLOP/s (busiest host) | × dense | × ring | × star | logits err vs dense |`,
-    `|---|---|---|---|---|---|---|---|---|---|---|---|---|---|`,
+    `| tokens | hosts | strategy | layers | wall ms | GPU ms/host (max, min) | critical path NVLink ms | PCIe ms | TFLOP | TFLOP/s (busiest host) | × dense | × ring | × star | logits err vs dense |` +
+    (extra ? ` backend, kernels | int8 logits err vs f32 |` : ""),
+    `|---|---|---|---|---|---|---|---|---|---|---|---|---|---|` + (extra ? `---|---|` : ""),
   ];
   for (const r of records) {
     const flops = r.flops.reduce((a, b) => a + b, 0);
     const busiest = r.hostMs.indexOf(Math.max(...r.hostMs));
     const rate = r.flops[busiest] / (r.hostMs[busiest] * 1e-3) / 1e12;
+    const kernels = r.int8
+      ? `int8 ${r.int8.matrix.m}x${r.int8.matrix.n}x${r.int8.matrix.k}, attention ${
+        r.int8.attention ?? "int8"
+      }`
+      : "f32";
     lines.push(
       `| ${fmtTokens(r.tokens)} | ${r.hosts} | ${r.strategy} | ${r.layers} | ${
         r.wallMs.toFixed(0)
@@ -188,7 +248,12 @@ function markdownTable(records: PrefillRecord[]): string {
         } | ` +
         `${ratio(r, find(r, "dense", 1))} | ${ratio(r, find(r, "ring", r.hosts))} | ` +
         `${ratio(r, find(r, "star", r.hosts))} | ` +
-        `${r.errorVsDense === null ? "–" : r.errorVsDense.toExponential(1)} |`,
+        `${r.errorVsDense === null ? "–" : r.errorVsDense.toExponential(1)} |` +
+        (extra
+          ? ` ${r.backend}, ${kernels} | ${
+            r.errorVsF32 === null ? "–" : r.errorVsF32.toExponential(1)
+          } |`
+          : ""),
     );
   }
   return lines.join("\n");

@@ -5,17 +5,22 @@
 // the largest relative error of the question part's logits against dense. APB runs in the variants
 // of the paper's ablation (Table 3; spec §6.3) with a training-free scorer in place of the trained
 // retaining heads the fixture lacks.
+//
+// --backend dawn runs on Dawn's WebGPU; --int8 (on Dawn, or emulated exactly on --backend cpu)
+// lowers every row to the int8 kernels, so its accuracy column compares with an f32 run's. Errors
+// are then against int8 dense, and exactness is not checked (int8 rounds differently per layout).
 
 import type { ModelDefinition } from "../compiler/dsl.ts";
-import { lower, type LowerOptions } from "../compiler/lower.ts";
+import { type Int8Choice, lower, type LowerOptions } from "../compiler/lower.ts";
+import { int8Text, recordInt8 } from "../compiler/int8.ts";
 import { llamaFromHuggingFace } from "../compiler/models/llama.ts";
-import type { Plan } from "../compiler/plan.ts";
+import type { Plan, PlanInt8 } from "../compiler/plan.ts";
 import { apb } from "../compiler/strategies/apb.ts";
 import { strategyByName } from "../compiler/strategies/mod.ts";
 import { blocks, type Strategy } from "../compiler/strategies/strategy.ts";
 import { maxRelativeError } from "../compiler/cli/compare.ts";
 import { UsageError } from "../compiler/cli/model_file.ts";
-import { int, type Options, storage } from "../compiler/cli/options.ts";
+import { int, INT8_NEEDS_DAWN, int8From, type Options, storage } from "../compiler/cli/options.ts";
 import { openCheckpoint, openRetainingHeads } from "../runtime/checkpoint.ts";
 import { type Gpu, openGpu } from "../runtime/device.ts";
 import type { WeightSource } from "../runtime/executor.ts";
@@ -181,10 +186,12 @@ export interface QualityOptions {
   samples: EvalSample[];
   /** Rows to run; dense first (it is the reference of every error). */
   variants: Variant[];
-  /** WebGPU (default) or the float64 CPU executor. */
-  backend?: "gpu" | "cpu";
-  /** The device to reuse (GPU backend); opened once when absent. */
+  /** WebGPU (default; Deno's), Dawn's WebGPU, or the float64 CPU executor. */
+  backend?: "gpu" | "dawn" | "cpu";
+  /** The device to reuse (GPU backends); opened once when absent. */
   gpu?: Gpu;
+  /** Int8 tensor-core kernels for every row (null or absent: f32 kernels). */
+  int8?: Int8Choice | null;
   /** What APB is told the question is (default "questions"). */
   queryForm?: QueryForm;
   /** Settings of every APB row. */
@@ -223,6 +230,10 @@ export interface QualityRow extends Variant {
 export interface QualityReport {
   /** What ran it. */
   device: string;
+  /** Which executor: Deno's WebGPU ("gpu"), Dawn's, or the float64 CPU one. */
+  backend: "gpu" | "dawn" | "cpu";
+  /** The int8 kernels' choice, or null for f32 kernels. */
+  int8: PlanInt8 | null;
   /** Samples run. */
   samples: number;
   /** Context tokens of the first sample. */
@@ -243,7 +254,9 @@ export interface QualityReport {
 export async function runQuality(o: QualityOptions): Promise<QualityReport> {
   const started = performance.now();
   const backend = o.backend ?? "gpu";
-  const gpu = backend === "gpu" ? o.gpu ?? await openGpu() : undefined;
+  const gpu = backend === "cpu"
+    ? undefined
+    : o.gpu ?? await openGpu({ backend: backend === "dawn" ? "dawn" : "deno" });
   const vocab = o.model.config.vocabSize;
   const form = o.queryForm ?? "questions";
   const tasks = o.samples.map((s) => taskOf(s, form));
@@ -261,6 +274,8 @@ export async function runQuality(o: QualityOptions): Promise<QualityReport> {
   }
   return {
     device: gpu ? gpu.info.description : "float64 CPU reference executor",
+    backend,
+    int8: o.int8 ?? null,
     samples: tasks.length,
     contextTokens: tasks[0].context.length,
     questionTokens: tasks[0].questions.length,
@@ -343,7 +358,8 @@ function planFor(o: QualityOptions, v: Variant, strategy: Strategy, t: Task): Pl
   };
   if (o.storage?.weights) options.weights = o.storage.weights;
   if (o.storage?.kv) options.kv = o.storage.kv;
-  return lower(o.model, strategy, options);
+  if (o.int8) options.int8 = o.int8;
+  return recordInt8(lower(o.model, strategy, options), o.int8);
 }
 
 /** The question rows' logits of an extend run (only the appending host produces them). */
@@ -419,17 +435,21 @@ export const qualitySuite = async (values: Options): Promise<number> => {
     throw new UsageError(
       "usage: deno task bench quality --weights DIR --eval FILE [--hosts 4,8] [--samples N] " +
         "[--tokens N] [--anchor N] [--passing N] [--query-form questions|first|all] " +
-        "[--query-offset N] [--seed S] [--retaining-heads PATH] [--backend gpu|cpu] [--json FILE]",
+        "[--query-offset N] [--seed S] [--retaining-heads PATH] [--backend gpu|dawn|cpu] " +
+        "[--int8 [--int8-attention int8|f32]] [--strategies dense,apb,...] [--json FILE]",
     );
   }
   const evalFile = values.eval ?? `${values.weights}/eval_retrieval_4k.jsonl`;
   const hostCounts = (values.hosts ?? "4,8").split(",").map((h) =>
     int({ hosts: h } as Options, "hosts")!
   );
-  const backend = values.backend ?? "gpu";
-  if (backend !== "gpu" && backend !== "cpu") {
-    throw new UsageError(`--backend must be gpu or cpu, got "${backend}"`);
+  const backend = values.backend === "deno" ? "gpu" : values.backend ?? "gpu";
+  if (backend !== "gpu" && backend !== "dawn" && backend !== "cpu") {
+    throw new UsageError(`--backend must be gpu (or deno), dawn or cpu, got "${backend}"`);
   }
+  // The CPU executor runs the int8 kernels' float64 references, so --int8 works there too.
+  if (values.int8 && backend === "gpu") throw new UsageError(INT8_NEEDS_DAWN);
+  const wanted = values.strategies?.split(",").map((s) => s.trim());
   const checkpoint = await openCheckpoint(values.weights);
   const heads = values["retaining-heads"]
     ? await openRetainingHeads(values["retaining-heads"])
@@ -444,11 +464,16 @@ export const qualitySuite = async (values: Options): Promise<number> => {
       samples = samples.map((s) => cutSample(s, cut)).filter((s): s is EvalSample => s !== null);
     }
     samples = samples.slice(0, int(values, "samples", samples.length));
-    const variants = variantsFor(hostCounts, model.config, heads !== undefined);
-    const gpu = backend === "gpu" ? await openGpu() : undefined;
+    const variants = variantsFor(hostCounts, model.config, heads !== undefined)
+      .filter((v) => v.strategy === "dense" || !wanted || wanted.includes(v.strategy));
+    const gpu = backend === "cpu"
+      ? undefined
+      : await openGpu({ backend: backend === "dawn" ? "dawn" : "deno" });
+    const int8 = int8From(values, gpu?.info);
     console.log(
       `quality: ${samples.length} samples of ${evalFile}, ${variants.length} rows, on ` +
-        (gpu ? gpu.info.description : "the float64 CPU executor"),
+        (gpu ? `${gpu.info.description} (${backend})` : "the float64 CPU executor") +
+        `, kernels ${int8 ? int8Text(int8) : "f32"}`,
     );
     const weightStorage = storage(values, "storage");
     const kvStorage = storage(values, "kv");
@@ -477,6 +502,7 @@ export const qualitySuite = async (values: Options): Promise<number> => {
       variants,
       backend,
       gpu,
+      int8,
       queryForm: queryForm as QueryForm,
       apb: {
         anchor: int(values, "anchor"),
@@ -487,16 +513,19 @@ export const qualitySuite = async (values: Options): Promise<number> => {
       },
       storage: { weights: weightStorage, kv: kvStorage },
       log: (line) => console.log(line),
-      onRow: (rows) => save({ device: gpu?.info.description ?? "float64 CPU", rows }),
+      onRow: (rows) =>
+        save({ device: gpu?.info.description ?? "float64 CPU", backend, int8, rows }),
     });
-    // Exactness is promised in f32; f16 storage rounds differently on every layout.
-    const f32 = [weightStorage, kvStorage].every((s) => (s ?? "f32") === "f32");
+    // Exactness is promised in f32; f16 storage and int8 kernels round differently per layout.
+    const f32 = [weightStorage, kvStorage].every((s) => (s ?? "f32") === "f32") && !int8;
     const failures = f32 ? exactFailures(report) : [];
     await save(report);
     console.log(
       `\n${report.samples} samples, ${report.contextTokens} context + ${report.questionTokens} ` +
         `question tokens (APB query: ${report.queryTokens} tokens, "${report.queryForm}"), ` +
-        `${report.seconds.toFixed(1)} s on ${report.device}\n`,
+        `${report.seconds.toFixed(1)} s on ${report.device}, kernels ${
+          report.int8 ? int8Text(report.int8) : "f32"
+        }\n`,
     );
     console.log(formatTable(report));
     for (const f of failures) {

@@ -6,7 +6,8 @@
 
 import { assert } from "../../compiler/_deps.ts";
 import { UsageError } from "../../compiler/cli/model_file.ts";
-import { parse } from "../../compiler/cli/options.ts";
+import { INT8_NEEDS_DAWN, parse } from "../../compiler/cli/options.ts";
+import { int8Without } from "../../compiler/int8.ts";
 import { llamaFromHuggingFace } from "../../compiler/models/llama.ts";
 import { openCheckpoint } from "../../runtime/checkpoint.ts";
 import { checkpointWeights } from "../../runtime/weights.ts";
@@ -173,4 +174,40 @@ Deno.test("bench quality, reduced: exact strategies match dense, dense answers, 
   } finally {
     checkpoint.close();
   }
+});
+
+Deno.test("bench quality --int8 on the CPU executor: int8 rows report accuracy and the choice", async () => {
+  const all = await samples();
+  const cut = [cutSample(all[7], 420)!];
+  const checkpoint = await openCheckpoint(FIXTURE);
+  try {
+    const model = llamaFromHuggingFace(checkpoint.config);
+    const variants = variantsFor([4], model.config)
+      .filter((v) => v.strategy === "dense" || v.apb?.table3 === 0);
+    const int8 = int8Without();
+    const report = await runQuality({
+      model,
+      weights: checkpointWeights(checkpoint),
+      samples: cut,
+      variants,
+      backend: "cpu",
+      int8,
+    });
+    assert.deepEqual(report.int8, int8);
+    assert.equal(report.backend, "cpu");
+    assert.deepEqual(report.rows.map(rowName), ["dense", "apb A+P(query)+Q"]);
+    for (const r of report.rows) {
+      assert.equal(r.total, 16, rowName(r));
+      assert.ok(r.accuracy >= 0 && r.accuracy <= 1);
+    }
+  } finally {
+    checkpoint.close();
+  }
+});
+
+Deno.test("bench quality: --int8 on Deno's WebGPU is refused, --backend is checked", async () => {
+  const call = (args: string[]) =>
+    qualitySuite(parse(["quality", "--weights", FIXTURE, ...args]).values);
+  await assert.rejects(() => call(["--int8"]), (e: Error) => e.message === INT8_NEEDS_DAWN);
+  await assert.rejects(() => call(["--backend", "metal"]), UsageError);
 });
