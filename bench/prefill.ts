@@ -14,7 +14,7 @@ import { gpuBackend, int, int8From, type Options, storage } from "../compiler/cl
 import { syntheticTokens } from "../compiler/cli/run.ts";
 import type { ModelDefinition } from "../compiler/dsl.ts";
 import { planFlops } from "../compiler/flops.ts";
-import { int8Text, recordInt8 } from "../compiler/int8.ts";
+import { int8Text } from "../compiler/int8.ts";
 import { type Int8Choice, lower, type LowerOptions } from "../compiler/lower.ts";
 import { llama } from "../compiler/models/llama.ts";
 import type { Plan, PlanInt8 } from "../compiler/plan.ts";
@@ -141,7 +141,7 @@ function planOf(
   options: LowerOptions,
   int8: Int8Choice | null,
 ): Plan {
-  return recordInt8(lower(model, strategy, { ...options, int8 }), int8);
+  return lower(model, strategy, { ...options, int8 });
 }
 
 /** The last context token's logits of one untimed prefill (the f32 reference of an int8 run). */

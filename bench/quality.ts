@@ -12,7 +12,7 @@
 
 import type { ModelDefinition } from "../compiler/dsl.ts";
 import { type Int8Choice, lower, type LowerOptions } from "../compiler/lower.ts";
-import { int8Text, recordInt8 } from "../compiler/int8.ts";
+import { int8Text } from "../compiler/int8.ts";
 import { llamaFromHuggingFace } from "../compiler/models/llama.ts";
 import type { Plan, PlanInt8 } from "../compiler/plan.ts";
 import { apb } from "../compiler/strategies/apb.ts";
@@ -359,7 +359,7 @@ function planFor(o: QualityOptions, v: Variant, strategy: Strategy, t: Task): Pl
   if (o.storage?.weights) options.weights = o.storage.weights;
   if (o.storage?.kv) options.kv = o.storage.kv;
   if (o.int8) options.int8 = o.int8;
-  return recordInt8(lower(o.model, strategy, options), o.int8);
+  return lower(o.model, strategy, options);
 }
 
 /** The question rows' logits of an extend run (only the appending host produces them). */

@@ -173,33 +173,3 @@ function shapeText(s: Int8Choice["matrix"]): string {
 function sameShape(a: Int8Choice["matrix"], b: Int8Choice["matrix"]): boolean {
   return a.m === b.m && a.n === b.n && a.k === b.k;
 }
-
-/**
- * Records `choice` in `plan` (the optional `int8` field) and returns the plan. Lowering itself does
- * not write the field yet, so every command that lowers with --int8 records it here.
- */
-export function recordInt8<P extends Plan>(plan: P, choice: Int8Choice | null | undefined): P {
-  if (choice) plan.int8 = { ...choice, matrix: { ...choice.matrix } };
-  return plan;
-}
-
-/**
- * The int8 choice a plan was lowered for: its `int8` field, or, for a plan written before the field
- * existed, what its int8 kernels' specs say; null for a plan of f32 kernels.
- */
-export function planInt8(plan: Plan): PlanInt8 | null {
-  if (plan.int8) return plan.int8;
-  const kernels = Object.values(plan.kernels);
-  const matmul = kernels.find((k) => k.family === "int8_matmul")?.spec as
-    | { matrix: PlanInt8["matrix"]; subgroupSize: number }
-    | undefined;
-  const attention = kernels.find((k) => k.family === "int8_attention")?.spec as
-    | { matrixN: number; subgroupSize: number }
-    | undefined;
-  if (!matmul && !attention) return null;
-  return {
-    matrix: matmul?.matrix ?? { m: 16, n: attention!.matrixN, k: 32 },
-    subgroupSize: (matmul ?? attention)!.subgroupSize,
-    attention: attention ? "int8" : "f32",
-  };
-}

@@ -2,6 +2,7 @@
 // host over that host's rows; attention nodes go to lower_attention.ts, where the strategy's
 // tasks become kernels and transfers.
 
+import type { ModelConfig } from "./config.ts";
 import type { ModelDefinition } from "./dsl.ts";
 import { PlanError } from "./errors.ts";
 import type { Graph, LinearPart, Node } from "./graph.ts";
@@ -19,6 +20,7 @@ import {
   type Plan,
   PLAN_FORMAT,
   PLAN_VERSION,
+  type PlanInt8,
   type Program,
   type WeightDecl,
 } from "./plan.ts";
@@ -33,6 +35,7 @@ import {
 } from "./lower_attention.ts";
 import { kernelFamily } from "../wgsl/mod.ts";
 import { defaultInt8Tile } from "../wgsl/int8_matmul.ts";
+import { int8AttentionAccepts } from "../wgsl/int8_attention.ts";
 import { packedStride } from "../wgsl/quantize.ts";
 import type { BindingSpec, ElementType, StorageType } from "../wgsl/kernel.ts";
 
@@ -481,7 +484,17 @@ export function lower(model: ModelDefinition, strategy: Strategy, options: Lower
     buffers: [...L.buffers.values()],
     hosts,
     programs: { setup: { phases: setup.finish(), logits: [] }, prefill, extend },
+    ...(L.opts.int8 ? { int8: effectiveInt8(model.config, L.opts.int8) } : {}),
   };
+}
+
+/** The int8 choice as lowered: attention in f32 where int8_attention does not take the head size. */
+function effectiveInt8(c: ModelConfig, int8: Int8Choice): PlanInt8 {
+  const attention = int8.attention !== "f32" &&
+      int8AttentionAccepts(c.headDim, int8.matrix, int8.subgroupSize)
+    ? "int8"
+    : "f32";
+  return { matrix: { ...int8.matrix }, subgroupSize: int8.subgroupSize, attention };
 }
 
 type AttentionLowering = (pb: ProgramBuilder, node: Node) => void;

@@ -5,7 +5,7 @@
 
 import { path } from "../_deps.ts";
 import { emitPlan } from "../emit.ts";
-import { int8Text, recordInt8 } from "../int8.ts";
+import { int8Text } from "../int8.ts";
 import { lower } from "../lower.ts";
 import { loadModelFile, UsageError } from "./model_file.ts";
 import { lowerOptionsFrom, type Options, strategyFrom } from "./options.ts";
@@ -20,7 +20,7 @@ export async function compileCommand(target: string | undefined, values: Options
     ? (await openGpu({ backend: "dawn" })).info
     : undefined;
   const options = lowerOptionsFrom(values, { tokens: 4096 }, adapter);
-  const plan = recordInt8(lower(model, await strategyFrom(values), options), options.int8);
+  const plan = lower(model, await strategyFrom(values), options);
   const out = values.out ?? path.join("dist", plan.model.name);
   const files = await emitPlan(plan, out, target);
   const steps = Object.values(plan.programs).reduce(

@@ -10,7 +10,7 @@
 import { path } from "../_deps.ts";
 import { configFromHuggingFace, type ModelConfig, type RopeConfig } from "../config.ts";
 import type { ModelDefinition } from "../dsl.ts";
-import { checkInt8, int8Text, planInt8, recordInt8 } from "../int8.ts";
+import { checkInt8, int8Text } from "../int8.ts";
 import { lower } from "../lower.ts";
 import { llamaFromHuggingFace } from "../models/llama.ts";
 import type { Plan } from "../plan.ts";
@@ -93,7 +93,7 @@ async function run(target: string | undefined, values: Options, sources: Sources
   // --int8 takes its choice from the adapter, so the device opens before lowering.
   let gpu: Gpu | undefined = values.int8 ? await openGpu({ backend }) : undefined;
   const plan = await planFor(target, values, sources, prompt, gpu?.info);
-  const int8 = planInt8(plan);
+  const int8 = plan.int8 ?? null;
   if (int8 && backend !== "dawn") {
     throw new UsageError(
       `${target} was compiled with --int8 (int8 tensor-core kernels); run it with --backend dawn`,
@@ -245,7 +245,7 @@ async function planFor(
   }
   if (target && isDir) {
     const { plan } = await readPlanDir(target);
-    if (values.int8 && !planInt8(plan)) {
+    if (values.int8 && !plan.int8) {
       throw new UsageError(`${target} was compiled without --int8; recompile it with --int8`);
     }
     if (!prompt && values.tokens && int(values, "tokens") !== plan.shape.contextTokens) {
@@ -267,10 +267,7 @@ async function planFor(
   if (prompt) options.contextTokens = prompt.context.length;
   if (values.check) options.prefillLogits = "all";
   const retainingHidden = sources.heads?.expectFor(model.config);
-  return recordInt8(
-    lower(model, await strategyFrom(values, { retainingHidden }), options),
-    options.int8,
-  );
+  return lower(model, await strategyFrom(values, { retainingHidden }), options);
 }
 
 /**

@@ -14,8 +14,6 @@ import {
   int8Without,
   NVIDIA_INT8,
   parseMatrix,
-  planInt8,
-  recordInt8,
 } from "../../compiler/int8.ts";
 import { UsageError } from "../../compiler/cli/model_file.ts";
 import {
@@ -208,26 +206,23 @@ Deno.test("int8 command line: --int8 without --backend dawn is refused in one li
   assert.ok(!INT8_NEEDS_DAWN.includes("\n"));
 });
 
-Deno.test("plan: the optional int8 field is recorded, validated, and read back", () => {
+Deno.test("plan: lowering records the int8 choice as lowered; the field is validated", () => {
   const options = { contextTokens: 64, int8: { ...NVIDIA_INT8, attention: "int8" as const } };
-  const plan = recordInt8(lower(tiny, strategyByName("dense"), options), options.int8);
+  // A head size int8_attention takes (32): the choice as asked.
+  const wide = llama({ ...tiny.config, headDim: 32 });
+  const plan = lower(wide, strategyByName("dense"), options);
   const loaded = validatePlan(JSON.parse(JSON.stringify(plan)));
   assert.deepEqual(loaded.int8, options.int8);
-  assert.deepEqual(planInt8(loaded), options.int8);
-  // A plan written before the field existed: its kernels say the same (with a head size that
-  // int8_attention takes; the tiny model's 16 keeps attention in f32).
-  const wide = llama({ ...tiny.config, headDim: 32 });
-  const old = JSON.parse(JSON.stringify(lower(wide, strategyByName("dense"), options)));
-  assert.equal(old.int8, undefined);
-  assert.deepEqual(planInt8(validatePlan(old)), options.int8);
-  assert.deepEqual(planInt8(lower(tiny, strategyByName("dense"), options))!.attention, "f32");
-  // Attention in f32: no int8_attention kernel.
+  // The tiny model's head size 16 keeps attention in f32, and the plan says so.
+  assert.equal(lower(tiny, strategyByName("dense"), options).int8!.attention, "f32");
   const f32Attention = { ...NVIDIA_INT8, attention: "f32" as const };
-  const noRecord = lower(tiny, strategyByName("dense"), { contextTokens: 64, int8: f32Attention });
-  assert.deepEqual(planInt8(noRecord), f32Attention);
+  assert.deepEqual(
+    lower(wide, strategyByName("dense"), { contextTokens: 64, int8: f32Attention }).int8,
+    f32Attention,
+  );
   // An f32 plan has none, and still loads.
   const f32 = lower(tiny, strategyByName("dense"), { contextTokens: 64 });
-  assert.equal(planInt8(validatePlan(JSON.parse(JSON.stringify(f32)))), null);
+  assert.equal(validatePlan(JSON.parse(JSON.stringify(f32))).int8, undefined);
   const broken = { ...JSON.parse(JSON.stringify(plan)), int8: { matrix: { m: 16 } } };
   throwsWith(() => validatePlan(broken), Error, '"int8" must hold');
 });
