@@ -3,7 +3,7 @@
 // adapter is opened (`deno task compile --int8 [--int8-matrix 16x16x32]`). Pure: no device here.
 
 import type { Int8Choice } from "./lower.ts";
-import type { Plan, PlanInt8 } from "./plan.ts";
+import type { PlanInt8 } from "./plan.ts";
 import type { DeviceInfo } from "../runtime/device.ts";
 
 export type { Int8Choice };
