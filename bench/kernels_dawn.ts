@@ -149,25 +149,23 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
     }
   }
   if (want("attention")) {
-    for (
-      const [d, kv, accumulate] of [[128, "f16", false], [32, "f32", false], [128, "f32", true], [
-        64,
-        "f16",
-        false,
-      ]] as const
-    ) {
-      const spec: Int8AttentionSpec = {
-        headDim: d,
-        kv,
-        accumulate,
-        matrixN: matrix.n,
-        subgroupSize,
-      };
+    const cases = [
+      [128, "f16", false, matrix.n],
+      [32, "f32", false, matrix.n],
+      [128, "f32", true, matrix.n],
+      [64, "f16", false, matrix.n],
+      [96, "f16", true, matrix.n],
+      [128, "f16", false, 8],
+    ] as const;
+    for (const [d, kv, accumulate, matrixN] of cases) {
+      if (!shapes.some((s) => s.n === matrixN)) continue;
+      const spec: Int8AttentionSpec = { headDim: d, kv, accumulate, matrixN, subgroupSize };
       record({
         kernel: "int8_attention",
         d,
         kv,
         accumulate,
+        matrixN,
         ...await attentionCheck(device, spec),
       });
     }

@@ -45,6 +45,9 @@ const PAIRS = 64;
 const BLOCK = 16;
 const KEYS = 64;
 const PAD = 16;
+// Row stride of the S and P·V scratch in i32 words: 4 words (one bank quad) past a multiple of 32,
+// so that the softmax's reads below spread the subgroup over all 32 banks.
+const SST = KEYS + 4;
 // One subgroup of 32 per 16-pair block: lane pair (2r, 2r+1) owns row r of the block.
 const THREADS = (PAIRS / BLOCK) * 32;
 // K/V staging: THREADS invocations read whole keys of d/4 words each, `stagers(d)` keys at a time
@@ -87,8 +90,8 @@ function memory(spec: Int8AttentionSpec) {
   const pWords = (KEYS + PAD) / 4; // one pair's row of P
   const kTile = 0;
   const vTile = KEYS * rowWords;
-  const scratch = 2 * KEYS * rowWords; // per subgroup: BLOCK × KEYS i32 (S, then P·V strips)
-  const scratchWords = BLOCK * KEYS;
+  const scratch = 2 * KEYS * rowWords; // per subgroup: BLOCK × SST i32 (S, then P·V strips)
+  const scratchWords = BLOCK * SST;
   const pTile = scratch + 4 * scratchWords; // per subgroup: BLOCK × pWords
   const total = pTile + 4 * BLOCK * pWords;
   return { rowWords, pWords, kTile, vTile, scratch, scratchWords, pTile, total };
@@ -142,9 +145,14 @@ var<workgroup> red: array<f32, ${THREADS / S}>;
 var<workgroup> rowCorr: array<f32, ${PAIRS}>;
 var<workgroup> rowInv: array<f32, ${PAIRS}>;
 
-fn kv_vec(src: u32, isK: bool, row: u32, c: u32) -> vec4<f32> {
-  if (src == 0u) { return select(v0_vec(row, c), k0_vec(row, c), isK); }
-  return select(v1_vec(row, c), k1_vec(row, c), isK);
+fn k_vec(src: u32, row: u32, c: u32) -> vec4<f32> {
+  if (src == 0u) { return k0_vec(row, c); }
+  return k1_vec(row, c);
+}
+
+fn v_vec(src: u32, row: u32, c: u32) -> vec4<f32> {
+  if (src == 0u) { return v0_vec(row, c); }
+  return v1_vec(row, c);
 }
 
 fn pack4(v: vec4<f32>) -> i32 {
@@ -244,7 +252,7 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
         // μ: the mean of this first tile's keys, fixed for the rest of the workgroup.
         if (kg == 0u) {
           var sum = vec4<f32>();
-          for (var j = 0u; j < count; j++) { sum += kv_vec(seg.src, true, first + j * params.kvHeads, cw); }
+          for (var j = 0u; j < count; j++) { sum += k_vec(seg.src, first + j * params.kvHeads, cw); }
           mu[cw] = sum / f32(count);
         }
         haveMu = true;
@@ -255,9 +263,9 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
       var vmax = vec4<f32>();
       for (var j = kg; stager && j < count; j += ${stagers(d)}u) {
         let row = first + j * params.kvHeads;
-        let kv = abs(kv_vec(seg.src, true, row, cw) - mu[cw]);
+        let kv = abs(k_vec(seg.src, row, cw) - mu[cw]);
         kmax = max(kmax, max(max(kv.x, kv.y), max(kv.z, kv.w)));
-        vmax = max(vmax, abs(kv_vec(seg.src, false, row, cw)));
+        vmax = max(vmax, abs(v_vec(seg.src, row, cw)));
       }
       if (stager) { vmaxPart[kg * ${d4}u + cw] = vmax; }
       let kTop = workgroup_max(kmax, sg, lane);
@@ -270,14 +278,16 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
       // Pass 2: quantise into the tiles (zero keys past count).
       let kInv = select(${QMAX}.0 / kTop, 0.0, kTop == 0.0);
       let vs = vscale[cw];
+      // This lane's output columns lane + 32k: their V scales, with P's 1/127.
+${lines(d / 32, (k) => `      let vs${k} = vscale[lane / 4u + ${8 * k}u][lane % 4u] / ${QMAX}.0;`)}
       let vInv = select(vec4<f32>(1.0) / vs, vec4<f32>(0.0), vs == vec4<f32>(0.0));
       for (var j = kg; stager && j < ${KEYS}u; j += ${stagers(d)}u) {
         var kq = 0;
         var vq = 0;
         if (j < count) {
           let row = first + j * params.kvHeads;
-          kq = pack4((kv_vec(seg.src, true, row, cw) - mu[cw]) * kInv);
-          vq = pack4(kv_vec(seg.src, false, row, cw) * vInv);
+          kq = pack4((k_vec(seg.src, row, cw) - mu[cw]) * kInv);
+          vq = pack4(v_vec(seg.src, row, cw) * vInv);
         }
         tile[${mem.kTile}u + j * ${mem.rowWords}u + cw] = kq;
         tile[${mem.vTile}u + j * ${mem.rowWords}u + cw] = vq;
@@ -295,35 +305,51 @@ ${
             j * n
           }u * ${mem.rowWords}u + ${c * 8}u, ${mem.rowWords}u), acc);`)
       }
-        subgroupMatrixStore<row_major>(&tile, scratch + ${j * n}u, acc, ${KEYS}u);
+        subgroupMatrixStore<row_major>(&tile, scratch + ${j * n}u, acc, ${SST}u);
       }`)
   }
       workgroupBarrier();
-      // Online softmax, two lanes a row; P quantised with the fixed scale 1/127.
+      // Online softmax, two lanes a row (keys 32·half + 0..31); P quantised with the fixed scale
+      // 1/127. Lanes visit a word's four keys in a rotated order, \`rot\`, so that the subgroup's 32
+      // reads fall in 32 banks (row stride ≡ 4 words mod 32: 8 rows × 4 rotations).
       let dq = qScale * (kTop / ${QMAX}.0) * params.scale;
-      let rowEnd = myEnd - t0;
-      var top = -3.0e38;
-      for (var j = half * 32u; j < half * 32u + 32u; j++) {
-        if (i32(j) < rowEnd) { top = max(top, f32(tile[scratch + r * ${KEYS}u + j]) * dq); }
+      let rowEnd = myEnd - t0 - i32(half * 32u);
+      let rot = (r >> 3u) | (half << 1u);
+      let sRow = scratch + r * ${SST}u + half * 32u;
+      // Scores are integers times dq ≥ 0: the largest integer gives the largest score.
+      var topCode = 0i;
+      var seen = false;
+      for (var w = 0u; w < 8u; w++) {
+        for (var e = 0u; e < 4u; e++) {
+          let k = 4u * w + ((e + rot) & 3u);
+          if (i32(k) < rowEnd) {
+            let code = tile[sRow + k];
+            topCode = select(code, max(topCode, code), seen);
+            seen = true;
+          }
+        }
       }
+      var top = select(-3.0e38, f32(topCode) * dq, seen);
       top = max(top, subgroupShuffleXor(top, 1u));
       let mNew = max(m, top);
       let corr = exp(m - mNew);
       var sum = 0.0;
-      let pRow = ${mem.pTile}u + sg * ${BLOCK * mem.pWords}u + r * ${mem.pWords}u;
-      for (var w = half * 8u; w < half * 8u + 8u; w++) {
-        var p = vec4<f32>();
+      let pRow = ${mem.pTile}u + sg * ${BLOCK * mem.pWords}u + r * ${mem.pWords}u + half * 8u;
+      for (var w = 0u; w < 8u; w++) {
+        var word = 0u;
         for (var e = 0u; e < 4u; e++) {
-          let j = 4u * w + e;
-          if (i32(j) < rowEnd) {
-            p[e] = round(exp(f32(tile[scratch + r * ${KEYS}u + j]) * dq - mNew) * ${QMAX}.0);
+          let at = (e + rot) & 3u;
+          let k = 4u * w + at;
+          if (i32(k) < rowEnd) {
+            let p = round(exp(f32(tile[sRow + k]) * dq - mNew) * ${QMAX}.0);
+            sum += p;
+            word |= u32(p) << (8u * at);
           }
         }
-        sum += p.x + p.y + p.z + p.w;
-        tile[pRow + w] = pack4(p);
+        tile[pRow + w] = bitcast<i32>(word);
       }
       sum += subgroupShuffleXor(sum, 1u);
-      if (rowEnd > 0) {
+      if (rowEnd + i32(half * 32u) > 0) {
         l = l * corr + sum / ${QMAX}.0;
         m = mNew;
         if (half == 0u) { rowCorr[sg * ${BLOCK}u + r] = corr; }
@@ -353,24 +379,21 @@ ${
           }
           subgroupMatrixStore<row_major>(&tile, scratch + ${
             (b - strip * keyBlocks) * n
-          }u, acc, ${KEYS}u);
+          }u, acc, ${SST}u);
         }`
         ).join("\n")
       }
         workgroupBarrier();
 ${
         lines(perLane, (e) => {
-          const flatE = e * S; // element index = lane + 32e: row (lane + 32e) / d, column ... % d
-          return `        {
-          let el = lane + ${flatE}u;
-          let col = el % ${d}u;
-          if (col >= ${strip * KEYS}u && col < ${(strip + 1) * KEYS}u) {
-            let row = el / ${d}u;
-            let pv = f32(tile[scratch + row * ${KEYS}u + col - ${strip * KEYS}u]);
-            o${e} = o${e} * rowCorr[sg * ${BLOCK}u + row] + pv * vscale[col / 4u][col % 4u] / ${QMAX}.0;
-          }
-        }`;
-        })
+          // Element lane + 32e of the block: row e / (d/32), column lane + 32·(e mod d/32).
+          const per = d / 32;
+          if (Math.floor((e % per) / 2) !== strip) return "";
+          const row = Math.floor(e / per);
+          return `        o${e} = o${e} * rowCorr[sg * ${BLOCK}u + ${row}u] + f32(tile[scratch + ${
+            row * SST - strip * KEYS + 32 * (e % per)
+          }u + lane]) * vs${e % per};`;
+        }).split("\n").filter((x) => x).join("\n")
       }
         workgroupBarrier();
       }`;
