@@ -6,18 +6,15 @@
 // key tiles (64 keys) that some pair of it may see:
 // - Q: each subgroup quantises its 16 pairs with one scale (per block) and keeps them as left
 //   matrices in registers for the whole kernel.
-// - K and V: each key is quantised with its own scale, K after subtracting μ, the mean of the first
-//   key tile the workgroup visits, in one pass over the tile (a key's d/4 words are read by d/4
-//   lanes of one subgroup, so its absmax is a subgroup reduction). Softmax is invariant to q·μ, a
-//   constant per row; it is added back to the log-sum-exp at the end from the f32 q, so partial
-//   results merge exactly as before. Subtracting μ removes the channel-wise bias of K that would
-//   otherwise use up the int8 range.
-// - S = QKᵀ runs on the tensor cores (i8×i8→i32); scores are dequantised (per key), masked and put
-//   through an online softmax in f32, two lanes per row.
-// - P·V: a per-key V scale cannot leave the sum over keys, so it moves into P: P'ⱼ = pⱼ·svⱼ with
-//   p = exp(s − m) ∈ [0, 1] is quantised with one scale per tile, (max svⱼ)/127, and P'·V runs on
-//   the tensor cores too. Row sums are the f32 p's. The f32 output accumulators are rescaled per
-//   row between tiles.
+// - K: a key tile is quantised with one scale per tile after subtracting μ, the mean of the first
+//   key tile the workgroup visits. Softmax is invariant to q·μ, a constant per row; it is added
+//   back to the log-sum-exp at the end from the f32 q, so partial results merge exactly as before.
+//   Subtracting μ removes the channel-wise bias of K that would otherwise use up the int8 range.
+// - S = QKᵀ runs on the tensor cores (i8×i8→i32); scores are dequantised, masked and put through
+//   an online softmax in f32, two lanes per row.
+// - P = exp(s − m) ∈ [0, 1] is quantised with the fixed scale 1/127, V per channel per tile, and
+//   P·V runs on the tensor cores too; the row sums use the same quantised P, so the weights of
+//   each row sum to one exactly. The f32 output accumulators are rescaled per row between tiles.
 // Everything a subgroup matrix cannot do (per-row scaling, masking, exp) goes through a per-subgroup
 // scratch area of workgroup memory.
 
@@ -32,7 +29,7 @@ import { QMAX, roundHalfEven } from "./quantize.ts";
 
 /** What an `int8_attention` kernel is specialised on. */
 export interface Int8AttentionSpec {
-  /** Head size: 32, 64 or 128 (its d/4 words divide a subgroup of 32). */
+  /** Head size: a multiple of 32 up to 128. */
   headDim: number;
   /** Storage type of the K and V caches. */
   kv: StorageType;
@@ -53,9 +50,9 @@ const PAD = 16;
 const SST = KEYS + 4;
 // One subgroup of 32 per 16-pair block: lane pair (2r, 2r+1) owns row r of the block.
 const THREADS = (PAIRS / BLOCK) * 32;
-// K/V staging: THREADS invocations read whole keys of d/4 words each, `stagers(d)` keys at a time;
-// d/4 divides the subgroup size, so a key's lanes lie in one subgroup.
-const stagers = (d: number) => THREADS / (d / 4);
+// K/V staging: THREADS invocations read whole keys of d/4 words each, `stagers(d)` keys at a time
+// (the rest idle when d/4 does not divide THREADS, as for d = 96).
+const stagers = (d: number) => Math.floor(THREADS / (d / 4));
 
 /**
  * Whether the kernel takes this head size and subgroup-matrix shape (M×N×K = 16×N×32, N 16 or 8)
@@ -66,14 +63,14 @@ export function int8AttentionAccepts(
   matrix: { m: number; n: number; k: number },
   subgroupSize: number,
 ): boolean {
-  return [32, 64, 128].includes(headDim) && matrix.m === BLOCK &&
+  return headDim % 32 === 0 && headDim >= 32 && headDim <= 128 && matrix.m === BLOCK &&
     matrix.k === 32 && (matrix.n === 16 || matrix.n === 8) && subgroupSize === 32;
 }
 
 function check(spec: Int8AttentionSpec): void {
   const d = spec.headDim;
-  if (![32, 64, 128].includes(d)) {
-    throw new Error(`int8_attention: headDim ${d} must be 32, 64 or 128`);
+  if (!(Number.isInteger(d) && d % 32 === 0 && d >= 32 && d <= 128)) {
+    throw new Error(`int8_attention: headDim ${d} must be 32, 64, 96 or 128`);
   }
   if (spec.matrixN !== 16 && spec.matrixN !== 8) {
     throw new Error(`int8_attention: matrixN ${spec.matrixN} must be 16 or 8`);
@@ -142,10 +139,9 @@ ${chunkLoad("v1")}
 ${segmentWgsl()}
 var<workgroup> tile: array<i32, ${mem.total}>;
 var<workgroup> mu: array<vec4<f32>, ${d4}>;
-var<workgroup> kScale: array<f32, ${KEYS}>;
-var<workgroup> vScale: array<f32, ${KEYS}>;
-// The tile's largest V scale as f32 bits (non-negative floats order as their bits do).
-var<workgroup> vTopBits: atomic<u32>;
+var<workgroup> vmaxPart: array<vec4<f32>, ${stagers(d) * d4}>;
+var<workgroup> vscale: array<vec4<f32>, ${d4}>;
+var<workgroup> red: array<f32, ${THREADS / S}>;
 var<workgroup> rowCorr: array<f32, ${PAIRS}>;
 var<workgroup> rowInv: array<f32, ${PAIRS}>;
 
@@ -165,11 +161,15 @@ fn pack4(v: vec4<f32>) -> i32 {
   return bitcast<i32>(b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u));
 }
 
-// Max of x over the ${d4} lanes that hold one key (aligned groups within a subgroup).
-fn key_max(x: f32) -> f32 {
-  var m = x;
-${lines(Math.log2(d4), (b) => `  m = max(m, subgroupShuffleXor(m, ${1 << b}u));`)}
-  return m;
+// Max of x over the workgroup's ${THREADS} invocations.
+fn workgroup_max(x: f32, sg: u32, lane: u32) -> f32 {
+  let m = subgroupMax(x);
+  workgroupBarrier();
+  if (lane == 0u) { red[sg] = m; }
+  workgroupBarrier();
+  var top = red[0];
+${lines(THREADS / S - 1, (i) => `  top = max(top, red[${i + 1}]);`)}
+  return top;
 }
 
 @compute @workgroup_size(${THREADS})
@@ -212,7 +212,6 @@ fn main(${ENTRY_BUILTINS}) {
     if (valid) { v = q[qRow * ${d4}u + c]; }
     tile[qBase + r * ${mem.rowWords}u + c] = pack4(v * qInv);
   }
-  if (lid == 0u) { atomicStore(&vTopBits, 0u); }
   workgroupBarrier();
 ${
     lines(kc, (c) =>
@@ -232,6 +231,7 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
   // Staging roles: invocation t reads word (t % d/4) of keys t / (d/4), + ${stagers(d)}, ...
   let cw = lid % ${d4}u;
   let kg = lid / ${d4}u;
+  let stager = kg < ${stagers(d)}u;
   for (var s = 0u; s < params.nseg; s++) {
     let seg = segment(s);
     let lo = max(rowLo, seg.qStart);
@@ -258,26 +258,39 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
         haveMu = true;
         workgroupBarrier();
       }
-      // One pass: each key's codes with its own scales (all lanes take part in key_max).
-      for (var j = kg; j < ${KEYS}u; j += ${stagers(d)}u) {
-        var kv = vec4<f32>();
-        var vv = vec4<f32>();
+      // Pass 1: the K tile's absmax after μ, V's absmax per channel.
+      var kmax = 0.0;
+      var vmax = vec4<f32>();
+      for (var j = kg; stager && j < count; j += ${stagers(d)}u) {
+        let row = first + j * params.kvHeads;
+        let kv = abs(k_vec(seg.src, row, cw) - mu[cw]);
+        kmax = max(kmax, max(max(kv.x, kv.y), max(kv.z, kv.w)));
+        vmax = max(vmax, abs(v_vec(seg.src, row, cw)));
+      }
+      if (stager) { vmaxPart[kg * ${d4}u + cw] = vmax; }
+      let kTop = workgroup_max(kmax, sg, lane);
+      if (kg == 0u) {
+        var vm = vmaxPart[cw];
+        for (var p = 1u; p < ${stagers(d)}u; p++) { vm = max(vm, vmaxPart[p * ${d4}u + cw]); }
+        vscale[cw] = vm / ${QMAX}.0;
+      }
+      workgroupBarrier();
+      // Pass 2: quantise into the tiles (zero keys past count).
+      let kInv = select(${QMAX}.0 / kTop, 0.0, kTop == 0.0);
+      let vs = vscale[cw];
+      // This lane's output columns lane + 32k: their V scales, with P's 1/127.
+${lines(d / 32, (k) => `      let vs${k} = vscale[lane / 4u + ${8 * k}u][lane % 4u] / ${QMAX}.0;`)}
+      let vInv = select(vec4<f32>(1.0) / vs, vec4<f32>(0.0), vs == vec4<f32>(0.0));
+      for (var j = kg; stager && j < ${KEYS}u; j += ${stagers(d)}u) {
+        var kq = 0;
+        var vq = 0;
         if (j < count) {
           let row = first + j * params.kvHeads;
-          kv = k_vec(seg.src, row, cw) - mu[cw];
-          vv = v_vec(seg.src, row, cw);
+          kq = pack4((k_vec(seg.src, row, cw) - mu[cw]) * kInv);
+          vq = pack4(v_vec(seg.src, row, cw) * vInv);
         }
-        let ka = abs(kv);
-        let va = abs(vv);
-        let kTop = key_max(max(max(ka.x, ka.y), max(ka.z, ka.w)));
-        let vTop = key_max(max(max(va.x, va.y), max(va.z, va.w)));
-        tile[${mem.kTile}u + j * ${mem.rowWords}u + cw] = pack4(kv * select(${QMAX}.0 / kTop, 0.0, kTop == 0.0));
-        tile[${mem.vTile}u + j * ${mem.rowWords}u + cw] = pack4(vv * select(${QMAX}.0 / vTop, 0.0, vTop == 0.0));
-        if (cw == 0u) {
-          kScale[j] = kTop / ${QMAX}.0;
-          vScale[j] = vTop / ${QMAX}.0;
-          atomicMax(&vTopBits, bitcast<u32>(vTop / ${QMAX}.0));
-        }
+        tile[${mem.kTile}u + j * ${mem.rowWords}u + cw] = kq;
+        tile[${mem.vTile}u + j * ${mem.rowWords}u + cw] = vq;
       }
       workgroupBarrier();
       // S = Q·Kᵀ for this subgroup's block.
@@ -296,27 +309,30 @@ ${
       }`)
   }
       workgroupBarrier();
-      // Online softmax, two lanes a row (keys 32·half + 0..31). Lanes visit a word's four keys
-      // in a rotated order, \`rot\`, so that the subgroup's 32 reads fall in 32 banks (row stride
-      // ≡ 4 words mod 32: 8 rows × 4 rotations).
-      let dq = qScale * params.scale;
+      // Online softmax, two lanes a row (keys 32·half + 0..31); P quantised with the fixed scale
+      // 1/127. Lanes visit a word's four keys in a rotated order, \`rot\`, so that the subgroup's 32
+      // reads fall in 32 banks (row stride ≡ 4 words mod 32: 8 rows × 4 rotations).
+      let dq = qScale * (kTop / ${QMAX}.0) * params.scale;
       let rowEnd = myEnd - t0 - i32(half * 32u);
       let rot = (r >> 3u) | (half << 1u);
       let sRow = scratch + r * ${SST}u + half * 32u;
-      let kAt = half * 32u;
-      var top = -3.0e38;
+      // Scores are integers times dq ≥ 0: the largest integer gives the largest score.
+      var topCode = 0i;
+      var seen = false;
       for (var w = 0u; w < 8u; w++) {
         for (var e = 0u; e < 4u; e++) {
           let k = 4u * w + ((e + rot) & 3u);
-          if (i32(k) < rowEnd) { top = max(top, f32(tile[sRow + k]) * (dq * kScale[kAt + k])); }
+          if (i32(k) < rowEnd) {
+            let code = tile[sRow + k];
+            topCode = select(code, max(topCode, code), seen);
+            seen = true;
+          }
         }
       }
+      var top = select(-3.0e38, f32(topCode) * dq, seen);
       top = max(top, subgroupShuffleXor(top, 1u));
       let mNew = max(m, top);
       let corr = exp(m - mNew);
-      // P'ⱼ = pⱼ·svⱼ on the tile's scale (max sv)/127.
-      let pvScale = bitcast<f32>(atomicLoad(&vTopBits));
-      let pInv = select(${QMAX}.0 / pvScale, 0.0, pvScale == 0.0);
       var sum = 0.0;
       let pRow = ${mem.pTile}u + sg * ${BLOCK * mem.pWords}u + r * ${mem.pWords}u + half * 8u;
       for (var w = 0u; w < 8u; w++) {
@@ -325,24 +341,23 @@ ${
           let at = (e + rot) & 3u;
           let k = 4u * w + at;
           if (i32(k) < rowEnd) {
-            let p = exp(f32(tile[sRow + k]) * (dq * kScale[kAt + k]) - mNew);
+            let p = round(exp(f32(tile[sRow + k]) * dq - mNew) * ${QMAX}.0);
             sum += p;
-            word |= u32(min(round(p * vScale[kAt + k] * pInv), ${QMAX}.0)) << (8u * at);
+            word |= u32(p) << (8u * at);
           }
         }
         tile[pRow + w] = bitcast<i32>(word);
       }
       sum += subgroupShuffleXor(sum, 1u);
       if (rowEnd + i32(half * 32u) > 0) {
-        l = l * corr + sum;
+        l = l * corr + sum / ${QMAX}.0;
         m = mNew;
         if (half == 0u) { rowCorr[sg * ${BLOCK}u + r] = corr; }
       } else if (half == 0u) {
         rowCorr[sg * ${BLOCK}u + r] = 1.0;
       }
       workgroupBarrier();
-      // O = O·corr + (P'·V)·(max sv)/127, ${keyBlocks} result columns of ${n} at a time.
-      let oScale = pvScale / ${QMAX}.0;
+      // O = O·corr + (P·V)·vscale/127, ${keyBlocks} result columns of ${n} at a time.
 ${
     lines(pvStrips, (strip) => {
       const blocks = Array.from({ length: keyBlocks }, (_, b) => strip * keyBlocks + b)
@@ -377,15 +392,13 @@ ${
           const row = Math.floor(e / per);
           return `        o${e} = o${e} * rowCorr[sg * ${BLOCK}u + ${row}u] + f32(tile[scratch + ${
             row * SST - strip * KEYS + 32 * (e % per)
-          }u + lane]) * oScale;`;
+          }u + lane]) * vs${e % per};`;
         }).split("\n").filter((x) => x).join("\n")
       }
         workgroupBarrier();
       }`;
     })
   }
-      // Every read of this tile's largest V scale is behind the barriers above.
-      if (lid == 0u) { atomicStore(&vTopBits, 0u); }
     }
   }
   // Epilogue: out = O / l, lse = m + log l + scale·q·μ (the shift μ took out of every score).
@@ -467,9 +480,8 @@ ${
 /**
  * The `attention` contract (segment table, GQA, log-sum-exp, optional merge) computed with int8
  * tensor-core products. The reference reproduces the quantisation block by block (the workgroup's
- * 64 pairs, 16-pair Q blocks, 64-key tiles, μ of the first tile, per-key K and V scales, P' on the
- * tile's largest V scale), so GPU and reference agree to rounding ties; the error against exact
- * attention is what int8 costs.
+ * 64 pairs, 16-pair Q blocks, 64-key tiles, μ of the first tile), so GPU and reference agree to
+ * rounding ties; the error against exact attention is what int8 costs.
  */
 export const int8Attention: KernelFamily<Int8AttentionSpec> = {
   name: "int8_attention",
@@ -486,8 +498,8 @@ export const int8Attention: KernelFamily<Int8AttentionSpec> = {
       workgroupSize: [THREADS, 1, 1],
       bindings: attentionBindings(spec.kv),
       features: ["subgroups", "chromium-experimental-subgroup-matrix"] as GPUFeatureName[],
-      // tile, μ, K and V scales, the largest V scale, rowCorr and rowInv.
-      workgroupBytes: 4 * mem.total + 16 * d4 + 4 * (2 * KEYS + 1 + 2 * PAIRS),
+      workgroupBytes: 4 * mem.total + 16 * (2 * d4 + stagers(spec.headDim) * d4) +
+        4 * (THREADS / spec.subgroupSize + 2 * PAIRS),
     };
   },
   dispatch(_spec, { qRows, heads, kvHeads }) {
@@ -586,23 +598,32 @@ function int8AttentionReference(
               mu[c] = f(s / count);
             }
           }
-          // Per key: codes and scales of K − μ and of V; the tile's largest V scale.
-          const kq: Int8Array[] = [];
-          const vq: Int8Array[] = [];
-          const ks: number[] = [];
-          const vs: number[] = [];
+          let kTop = 0;
+          const vmax = new Float64Array(d);
           for (let j = 0; j < count; j++) {
-            const kRow = Array.from({ length: d }, (_, c) => f(stored(kb[at(j) + c]) - mu![c]));
-            const vRow = Array.from({ length: d }, (_, c) => stored(vb[at(j) + c]));
-            for (const [row, codes, scales] of [[kRow, kq, ks], [vRow, vq, vs]] as const) {
-              const top = Math.max(...row.map(Math.abs));
-              const inv = top === 0 ? 0 : f(QMAX / top);
-              codes.push(Int8Array.from(row, (v) => q8(f(v * inv))));
-              scales.push(f(top / QMAX));
+            for (let c = 0; c < d; c++) {
+              kTop = Math.max(kTop, Math.abs(f(stored(kb[at(j) + c]) - mu[c])));
+              vmax[c] = Math.max(vmax[c], Math.abs(stored(vb[at(j) + c])));
             }
           }
-          const pvScale = Math.max(0, ...vs);
-          const pInv = pvScale === 0 ? 0 : f(QMAX / pvScale);
+          const kInv = kTop === 0 ? 0 : f(QMAX / kTop);
+          const vs = Float64Array.from(vmax, (v) => f(v / QMAX));
+          const kq = Array.from(
+            { length: count },
+            (_, j) =>
+              Int8Array.from(
+                { length: d },
+                (_, c) => q8(f(f(stored(kb[at(j) + c]) - mu![c]) * kInv)),
+              ),
+          );
+          const vq = Array.from(
+            { length: count },
+            (_, j) =>
+              Int8Array.from(
+                { length: d },
+                (_, c) => vs[c] === 0 ? 0 : q8(f(stored(vb[at(j) + c]) * f(1 / vs[c]))),
+              ),
+          );
           for (let x = 0; x < PAIRS; x++) {
             const p = info[x];
             let myEnd = 0;
@@ -612,22 +633,21 @@ function int8AttentionReference(
             }
             const rowEnd = Math.min(myEnd - t0, count);
             if (rowEnd <= 0) continue;
-            const dq = f(qScales[x] * scale);
+            const dq = f(f(qScales[x] * f(kTop / QMAX)) * scale);
             const scores = Array.from({ length: rowEnd }, (_, j) => {
               let dot = 0;
               for (let c = 0; c < d; c++) dot += qCodes[x][c] * kq[j][c];
-              return f(dot * f(dq * ks[j]));
+              return f(dot * dq);
             });
             const mNew = Math.max(m[x], ...scores);
             const corr = Math.exp(m[x] - mNew);
-            const pf = scores.map((s) => Math.exp(s - mNew));
-            const pq = pf.map((v, j) => Math.min(roundHalfEven(f(f(v * vs[j]) * pInv)), QMAX));
-            l[x] = l[x] * corr + pf.reduce((a, b) => a + b, 0);
+            const pq = scores.map((s) => roundHalfEven(Math.exp(s - mNew) * QMAX));
+            l[x] = l[x] * corr + pq.reduce((a, b) => a + b, 0) / QMAX;
             m[x] = mNew;
             for (let c = 0; c < d; c++) {
               let pv = 0;
               for (let j = 0; j < rowEnd; j++) pv += pq[j] * vq[j][c];
-              o[x][c] = o[x][c] * corr + pv * (pvScale / QMAX);
+              o[x][c] = o[x][c] * corr + (pv * vs[c]) / QMAX;
             }
           }
         }
