@@ -6,13 +6,12 @@
 
 import { openGpu } from "../runtime/device.ts";
 /** The options this suite reads (a subset of the CLI's). */
-export type DawnBenchOptions = { json?: string; eval?: string };
+export type DawnBenchOptions = { json?: string; eval?: string; tune?: boolean };
 import { runKernel } from "../runtime/run_kernel.ts";
 import { compileKernel } from "../runtime/pipelines.ts";
-import { timeInt8Tiles } from "../runtime/int8_tune.ts";
 import { timePasses } from "../runtime/gpu_timing.ts";
-import { ruleSpec } from "../runtime/autotune.ts";
-import { INT8_TILES, int8Matmul, type Int8MatmulSpec } from "../wgsl/int8_matmul.ts";
+import { ruleSpec, saveTuningCache, tuneKernel } from "../runtime/autotune.ts";
+import { INT8_TILES, int8Matmul, type Int8MatmulSpec, type Int8Tile } from "../wgsl/int8_matmul.ts";
 import { int8Attention, type Int8AttentionSpec } from "../wgsl/int8_attention.ts";
 import { packedStride, quantize, unpackInt8 } from "../wgsl/quantize.ts";
 import { attention, type AttentionSpec } from "../wgsl/attention.ts";
@@ -180,33 +179,42 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
       bias: false,
       accumulate: false,
       activation: "none",
+      tile: INT8_TILES["64x64x64/32x32"],
     } as const;
-    for (const output of ["i32", "f32"] as const) {
-      const tiles = await timeInt8Tiles(device, { M: 8192, N: 8192, K: 8192 }, { ...base, output });
-      for (const t of tiles) timed({ what: `GEMM 8192³ ${output}`, ...t });
-    }
+    // Every tile through the autotuner (its winners go to the tuning cache with --tune); the
+    // prefill's GEMMs run 2048-row chunks of the Llama-3.1-8B layer, q|k|v and gate|up as parts.
+    const shapes: [string, number, number, number, Int8MatmulSpec["output"]][] = [
+      ["GEMM 8192³", 8192, 8192, 8192, "i32"],
+      ["GEMM 8192³", 8192, 8192, 8192, "f32"],
+    ];
     const llama: [string, number, number][] = [
-      ["qkv 4096→6144", 6144, 4096],
-      ["o 4096→4096", 4096, 4096],
+      ["q|o 4096→4096", 4096, 4096],
+      ["k|v 4096→1024", 1024, 4096],
       ["gate|up 4096→14336", 14336, 4096],
       ["down 14336→4096", 4096, 14336],
-      ["lm_head 4096→128256", 128256, 4096],
     ];
-    for (const M of [8192, 512]) {
-      for (const [label, N, K] of llama) {
-        if (label.startsWith("lm_head") && M > 512) continue;
-        const tiles = await timeInt8Tiles(device, { M, N, K }, { ...base, output: "f32" }, {
-          tiles: M <= 512
-            ? ["64x128x64/32x64", "64x64x64/32x32", "128x128x64/64x64"]
-            : ["128x128x64/64x64", "128x128x64/32x64", "128x256x32/64x64"],
-        });
-        timed({
-          what: `Llama ${label} M=${M}`,
-          ...tiles[0],
-          others: tiles.slice(1).map((t) => `${t.tile} ${t.tops.toFixed(0)}`).join("; "),
-        });
-      }
+    for (const M of [2048, 8192, 512]) {
+      for (const [label, N, K] of llama) shapes.push([`Llama ${label} M=${M}`, M, N, K, "f32"]);
     }
+    for (const [what, M, N, K, output] of shapes) {
+      const sizes = { M, N, K, kWords: packedStride(K), aOffset: 0, cStride: N, cOffset: 0 };
+      const spec = { ...base, output };
+      const rule = ruleSpec(device, "int8_matmul", spec, sizes) as Int8MatmulSpec;
+      const { timings: all } = await tuneKernel(device, "int8_matmul", spec, sizes);
+      const ran = all.filter((t) => Number.isFinite(t.ms));
+      const name = (t: { spec: unknown }) => tileName((t.spec as Int8MatmulSpec).tile);
+      const tops = (ms: number) => (2 * M * N * K) / ms / 1e9;
+      const ruleMs = ran.find((t) => name(t) === tileName(rule.tile))?.ms ?? Infinity;
+      timed({
+        what: `${what} ${output}`,
+        tile: name(ran[0]),
+        ms: ran[0].ms,
+        tops: tops(ran[0].ms),
+        rule: `${tileName(rule.tile)} ${tops(ruleMs).toFixed(0)}`,
+        others: ran.slice(1).map((t) => `${name(t)} ${tops(t.ms).toFixed(0)}`).join("; "),
+      });
+    }
+    if (values.tune) await saveTuningCache();
   }
   if (want("quantize")) {
     const rows = 8192;
@@ -474,6 +482,12 @@ async function attentionCheck(device: GPUDevice, spec: Int8AttentionSpec): Promi
   }
 }
 
+/** A tile's name in INT8_TILES. */
+function tileName(tile: Int8Tile): string {
+  return Object.entries(INT8_TILES).find(([, t]) => JSON.stringify(t) === JSON.stringify(tile))
+    ?.[0] ?? JSON.stringify(tile);
+}
+
 /** Median GPU ms of one dispatch of `family` on buffers of the given byte sizes. */
 async function timeFamily<S>(
   device: GPUDevice,
@@ -605,7 +619,7 @@ if (import.meta.main) {
   const { parseArgs } = await import("node:util");
   const { values } = parseArgs({
     args: Deno.args,
-    options: { json: { type: "string" }, eval: { type: "string" } },
+    options: { json: { type: "string" }, eval: { type: "string" }, tune: { type: "boolean" } },
   });
   const code = await kernelsDawnSuite(values);
   // dawn.node keeps the process alive while its GPU object exists.

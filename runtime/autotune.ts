@@ -22,6 +22,7 @@ import {
   subgroupsAllow,
 } from "../wgsl/attention.ts";
 import type { StorageType } from "../wgsl/kernel.ts";
+import { INT8_TILES, type Int8MatmulSpec } from "../wgsl/int8_matmul.ts";
 import { compileKernel } from "./pipelines.ts";
 import { encodeFill } from "./fill.ts";
 import { timePasses } from "./gpu_timing.ts";
@@ -39,6 +40,7 @@ export const TUNED_FAMILIES = [
   "add",
   "embed",
   "copy2d",
+  "int8_matmul",
 ] as const;
 
 /** One cached decision. */
@@ -235,6 +237,25 @@ function matmulRule(device: GPUDevice, spec: MatmulSpec, sizes: SizeExprs): Matm
   return { ...spec, tile };
 }
 
+/**
+ * Int8 GEMM tiles of the rule, by rows of C and columns: decode rows get the 16-row tile; up to
+ * 1024 rows, or 1024 columns, the 64×64 tile (enough workgroups to fill the GPU); larger GEMMs the
+ * 128×256 tile (328–360 TOPS on the Llama layer shapes at 8192 rows on the H100 through Dawn,
+ * docs/PERFORMANCE.md). Tuning replaces the rule per shape class.
+ */
+function int8MatmulRule(device: GPUDevice, spec: Int8MatmulSpec, sizes: SizeExprs): Int8MatmulSpec {
+  const M = known(sizes.M);
+  const N = known(sizes.N);
+  const name = M === null || M <= 16
+    ? "16x128x64/16x32"
+    : M <= 1024 || (N !== null && N <= 1024)
+    ? "64x64x64/32x32"
+    : "128x256x32/64x64";
+  const tuned = { ...spec, tile: INT8_TILES[name] };
+  const kernel = kernelFamily("int8_matmul").generate(tuned);
+  return fits(device, kernel.workgroupBytes, kernel.workgroupSize[0]) ? tuned : spec;
+}
+
 function attentionRule(device: GPUDevice, spec: AttentionSpec): AttentionSpec {
   if (software(device) || spec.headDim % 4 !== 0 || spec.headDim > 128) return spec;
   const other = spec.kv === "f32" ? "f16" : "f32";
@@ -266,6 +287,8 @@ export function ruleSpec(
       return matmulRule(device, spec as MatmulSpec, sizes);
     case "attention":
       return attentionRule(device, spec as AttentionSpec);
+    case "int8_matmul":
+      return int8MatmulRule(device, spec as Int8MatmulSpec, sizes);
     case "rmsnorm":
     case "rope":
     case "silu_mul":
@@ -296,6 +319,7 @@ function bucket(n: number | null): string {
 export function shapeClass(family: string, spec: unknown, sizes: SizeExprs): string {
   switch (family) {
     case "matmul":
+    case "int8_matmul":
       return `N${sizes.N} K${sizes.K} M${bucket(known(sizes.M))}`;
     case "attention": {
       const [h, kv] = [known(sizes.heads), known(sizes.kvHeads)];
@@ -322,7 +346,7 @@ function applicable(family: string, spec: unknown, sizes: SizeExprs): boolean {
   if (family === "matmul") {
     return !(s.tile as MatmulTile | undefined)?.vec4 || alwaysMultiple(sizes, (x) => x.K, 4);
   }
-  if (family === "attention") return true;
+  if (family === "attention" || family === "int8_matmul") return true;
   return !s.vec4 || vec4Allowed(family, s, sizes);
 }
 
@@ -431,6 +455,12 @@ export function candidates(
       }
     }
     push({ ...base, tile: undefined });
+  } else if (family === "int8_matmul") {
+    for (const tile of Object.values(INT8_TILES)) {
+      const candidate = { ...(spec as Int8MatmulSpec), tile };
+      const kernel = kernelFamily(family).generate(candidate);
+      if (fits(device, kernel.workgroupBytes, kernel.workgroupSize[0])) push(candidate);
+    }
   } else {
     const s = spec as Record<string, unknown>;
     push({ ...s, vec4: undefined });
@@ -451,6 +481,15 @@ export function bindingLengths(
       return {
         a: (s.aOffset + s.M) * s.K,
         b: s.N * s.K,
+        bias: s.N,
+        c: s.M * s.cStride + s.cOffset,
+      };
+    case "int8_matmul":
+      return {
+        a: (s.aOffset + s.M) * s.kWords,
+        sa: s.aOffset + s.M,
+        b: s.N * s.kWords,
+        sw: s.N,
         bias: s.N,
         c: s.M * s.cStride + s.cOffset,
       };

@@ -14,6 +14,7 @@ import {
   tuningKey,
 } from "../../runtime/autotune.ts";
 import { matmul, type MatmulSpec } from "../../wgsl/matmul.ts";
+import { INT8_TILES, type Int8MatmulSpec } from "../../wgsl/int8_matmul.ts";
 import { type AttentionSpec, subgroupsAllow } from "../../wgsl/attention.ts";
 import { kernelFamily } from "../../wgsl/mod.ts";
 import { strategyByName } from "../../compiler/strategies/mod.ts";
@@ -191,4 +192,46 @@ gpuTest("a plan runs with tuned kernels (tiles, vec4) and matches the float64 ex
       want.session.destroy();
     });
   }
+});
+
+Deno.test("int8 GEMM rule: decode rows, narrow or few-row GEMMs, large GEMMs; limits respected", () => {
+  const device = (shared: number) =>
+    ({
+      adapterInfo: { isFallbackAdapter: false, description: "fake", vendor: "", device: "" },
+      limits: {
+        maxComputeWorkgroupStorageSize: shared,
+        maxComputeInvocationsPerWorkgroup: 1024,
+        maxComputeWorkgroupSizeX: 1024,
+      },
+      features: new Set(),
+    }) as unknown as GPUDevice;
+  const base: Int8MatmulSpec = {
+    matrix: { m: 16, n: 16, k: 32 },
+    tile: INT8_TILES["128x128x64/64x64"],
+    subgroupSize: 32,
+    output: "f32",
+    biasType: "f16",
+    bias: false,
+    accumulate: false,
+    activation: "none",
+  };
+  const sizes = (M: number | string, N: number) => ({
+    M,
+    N,
+    K: 4096,
+    kWords: 1024,
+    aOffset: 0,
+    cStride: N,
+    cOffset: 0,
+  });
+  const tile = (M: number | string, N: number, shared = 49152) =>
+    (ruleSpec(device(shared), "int8_matmul", base, sizes(M, N)) as Int8MatmulSpec).tile;
+  equal(tile("t", 4096), INT8_TILES["16x128x64/16x32"]);
+  equal(tile(512, 4096), INT8_TILES["64x64x64/32x32"]);
+  equal(tile(2048, 1024), INT8_TILES["64x64x64/32x32"]);
+  equal(tile(2048, 14336), INT8_TILES["128x256x32/64x64"]);
+  // A device without the workgroup memory keeps the lowering's tile.
+  equal(tile(2048, 14336, 8192), base.tile);
+  const listed = candidates(device(49152), "int8_matmul", base, sizes(2048, 4096) as never);
+  ok(listed.length === Object.keys(INT8_TILES).length, `${listed.length} candidates`);
 });
