@@ -6,7 +6,7 @@
 
 import { openGpu } from "../runtime/device.ts";
 /** The options this suite reads (a subset of the CLI's). */
-export type DawnBenchOptions = { json?: string; eval?: string; tune?: boolean };
+export type DawnBenchOptions = { json?: string; eval?: string; tune?: boolean; rows?: string };
 import { runKernel } from "../runtime/run_kernel.ts";
 import { compileKernel } from "../runtime/pipelines.ts";
 import { timePasses } from "../runtime/gpu_timing.ts";
@@ -183,17 +183,18 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
     } as const;
     // Every tile through the autotuner (its winners go to the tuning cache with --tune); the
     // prefill's GEMMs run 2048-row chunks of the Llama-3.1-8B layer, q|k|v and gate|up as parts.
-    const shapes: [string, number, number, number, Int8MatmulSpec["output"]][] = [
-      ["GEMM 8192³", 8192, 8192, 8192, "i32"],
-      ["GEMM 8192³", 8192, 8192, 8192, "f32"],
-    ];
+    // --rows 2048,512: only the Llama shapes at these rows (a shorter run, e.g. to tune).
+    const rows = values.rows?.split(",").map(Number) ?? [2048, 8192, 512];
+    const shapes: [string, number, number, number, Int8MatmulSpec["output"]][] = values.rows
+      ? []
+      : [["GEMM 8192³", 8192, 8192, 8192, "i32"], ["GEMM 8192³", 8192, 8192, 8192, "f32"]];
     const llama: [string, number, number][] = [
       ["q|o 4096→4096", 4096, 4096],
       ["k|v 4096→1024", 1024, 4096],
       ["gate|up 4096→14336", 14336, 4096],
       ["down 14336→4096", 4096, 14336],
     ];
-    for (const M of [2048, 8192, 512]) {
+    for (const M of rows) {
       for (const [label, N, K] of llama) shapes.push([`Llama ${label} M=${M}`, M, N, K, "f32"]);
     }
     for (const [what, M, N, K, output] of shapes) {
@@ -619,7 +620,12 @@ if (import.meta.main) {
   const { parseArgs } = await import("node:util");
   const { values } = parseArgs({
     args: Deno.args,
-    options: { json: { type: "string" }, eval: { type: "string" }, tune: { type: "boolean" } },
+    options: {
+      json: { type: "string" },
+      eval: { type: "string" },
+      tune: { type: "boolean" },
+      rows: { type: "string" },
+    },
   });
   const code = await kernelsDawnSuite(values);
   // dawn.node keeps the process alive while its GPU object exists.

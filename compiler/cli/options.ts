@@ -43,6 +43,7 @@ export const OPTIONS = {
   help: { type: "boolean", short: "h", default: false },
   "query-form": { type: "string" },
   tune: { type: "boolean", default: false },
+  rows: { type: "string" },
   int8: { type: "boolean", default: false },
   "int8-matrix": { type: "string" },
   "int8-attention": { type: "string" },
