@@ -238,18 +238,22 @@ function matmulRule(device: GPUDevice, spec: MatmulSpec, sizes: SizeExprs): Matm
 }
 
 /**
- * Int8 GEMM tiles of the rule, by rows of C and columns: decode rows get the 16-row tile; up to
- * 1024 rows, or 1024 columns, the 64×64 tile (enough workgroups to fill the GPU); larger GEMMs the
- * 128×256 tile (328–360 TOPS on the Llama layer shapes at 8192 rows on the H100 through Dawn,
- * docs/PERFORMANCE.md). Tuning replaces the rule per shape class.
+ * Int8 GEMM tiles of the rule, from the H100 through Dawn (docs/PERFORMANCE.md): decode rows get
+ * the 16-row tile, up to 512 rows the 64×64 tile; beyond, the 128×256 tile (326–360 TOPS on the
+ * Llama-3.1-8B layer shapes at 2048 and 8192 rows), except where it leaves SMs idle or starves
+ * (N ≤ 1024; K = 14336 below 4096 rows: 78 and 116 TOPS), where 128×128 runs 260–292. Tuning
+ * replaces the rule per shape class.
  */
 function int8MatmulRule(device: GPUDevice, spec: Int8MatmulSpec, sizes: SizeExprs): Int8MatmulSpec {
   const M = known(sizes.M);
   const N = known(sizes.N);
+  const K = known(sizes.K);
   const name = M === null || M <= 16
     ? "16x128x64/16x32"
-    : M <= 1024 || (N !== null && N <= 1024)
+    : M <= 512
     ? "64x64x64/32x32"
+    : (N !== null && N <= 1024) || (M < 4096 && K !== null && K > 4096)
+    ? "128x128x64/64x64"
     : "128x256x32/64x64";
   const tuned = { ...spec, tile: INT8_TILES[name] };
   const kernel = kernelFamily("int8_matmul").generate(tuned);
@@ -336,8 +340,17 @@ export function tuningKey(
   spec: unknown,
   sizes: SizeExprs,
 ): string {
-  return `${adapterKey(device)}|${family}|${kernelFamily(family).key(spec)}|` +
+  return `${adapterKey(device)}|${family}|${baseKey(family, spec)}|` +
     shapeClass(family, spec, sizes);
+}
+
+// What a decision is keyed on besides the shape: the whole base spec, except for int8 GEMMs,
+// whose tile is decided by the operand types and the matrix shape alone (the epilogue's bias,
+// residual and activation do not move it), so that one tuning serves every linear layer.
+function baseKey(family: string, spec: unknown): string {
+  if (family !== "int8_matmul") return kernelFamily(family).key(spec);
+  const { matrix: m, subgroupSize, output } = spec as Int8MatmulSpec;
+  return `int8_matmul_${m.m}x${m.n}x${m.k}_s${subgroupSize}_${output}`;
 }
 
 // Whether a cached spec may run these sizes (its vec4 choice must hold for every value).
@@ -346,7 +359,7 @@ function applicable(family: string, spec: unknown, sizes: SizeExprs): boolean {
   if (family === "matmul") {
     return !(s.tile as MatmulTile | undefined)?.vec4 || alwaysMultiple(sizes, (x) => x.K, 4);
   }
-  if (family === "attention" || family === "int8_matmul") return true;
+  if (family === "attention") return true;
   return !s.vec4 || vec4Allowed(family, s, sizes);
 }
 
@@ -363,6 +376,9 @@ export function tunedSpec(
 ): unknown {
   if (!(TUNED_FAMILIES as readonly string[]).includes(family)) return spec;
   const hit = tuningCache().entries[tuningKey(device, family, spec, sizes)];
+  if (hit && family === "int8_matmul") {
+    return { ...(spec as Int8MatmulSpec), tile: (hit.spec as Int8MatmulSpec).tile };
+  }
   if (hit && applicable(family, hit.spec, sizes)) return hit.spec;
   return ruleSpec(device, family, spec, sizes);
 }

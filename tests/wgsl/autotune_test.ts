@@ -194,7 +194,7 @@ gpuTest("a plan runs with tuned kernels (tiles, vec4) and matches the float64 ex
   }
 });
 
-Deno.test("int8 GEMM rule: decode rows, narrow or few-row GEMMs, large GEMMs; limits respected", () => {
+Deno.test("int8 GEMM tiles: the rule by rows, columns and depth; tunings shared across epilogues", async () => {
   const device = (shared: number) =>
     ({
       adapterInfo: { isFallbackAdapter: false, description: "fake", vendor: "", device: "" },
@@ -215,23 +215,34 @@ Deno.test("int8 GEMM rule: decode rows, narrow or few-row GEMMs, large GEMMs; li
     accumulate: false,
     activation: "none",
   };
-  const sizes = (M: number | string, N: number) => ({
+  const sizes = (M: number | string, N: number, K = 4096) => ({
     M,
     N,
-    K: 4096,
-    kWords: 1024,
+    K,
+    kWords: K / 4,
     aOffset: 0,
     cStride: N,
     cOffset: 0,
   });
-  const tile = (M: number | string, N: number, shared = 49152) =>
-    (ruleSpec(device(shared), "int8_matmul", base, sizes(M, N)) as Int8MatmulSpec).tile;
+  const tile = (M: number | string, N: number, K = 4096, shared = 49152) =>
+    (ruleSpec(device(shared), "int8_matmul", base, sizes(M, N, K)) as Int8MatmulSpec).tile;
   equal(tile("t", 4096), INT8_TILES["16x128x64/16x32"]);
   equal(tile(512, 4096), INT8_TILES["64x64x64/32x32"]);
-  equal(tile(2048, 1024), INT8_TILES["64x64x64/32x32"]);
+  equal(tile(2048, 1024), INT8_TILES["128x128x64/64x64"]);
+  equal(tile(2048, 4096, 14336), INT8_TILES["128x128x64/64x64"]);
+  equal(tile(8192, 4096, 14336), INT8_TILES["128x256x32/64x64"]);
   equal(tile(2048, 14336), INT8_TILES["128x256x32/64x64"]);
   // A device without the workgroup memory keeps the lowering's tile.
-  equal(tile(2048, 14336, 8192), base.tile);
+  equal(tile(2048, 14336, 4096, 8192), base.tile);
   const listed = candidates(device(49152), "int8_matmul", base, sizes(2048, 4096) as never);
   ok(listed.length === Object.keys(INT8_TILES).length, `${listed.length} candidates`);
+  // One tuning serves every epilogue: a tile measured on the plain GEMM applies to a layer's
+  // residual-adding GEMM, whose own flags stay.
+  const measured = { ...base, tile: INT8_TILES["128x128x64/32x64"] };
+  const key = tuningKey(device(49152), "int8_matmul", base, sizes(2048, 4096));
+  await withCache({ [key]: entry(measured) }, () => {
+    const layer = { ...base, accumulate: true, bias: true, biasType: "f32" as const };
+    const got = tunedSpec(device(49152), "int8_matmul", layer, sizes(2048, 4096));
+    equal(JSON.stringify(got), JSON.stringify({ ...layer, tile: measured.tile }));
+  });
 });
