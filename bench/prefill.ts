@@ -233,7 +233,7 @@ export function markdownTable(records: PrefillRecord[]): string {
     const rate = r.flops[busiest] / (r.hostMs[busiest] * 1e-3) / 1e12;
     const kernels = r.int8
       ? `int8 ${r.int8.matrix.m}x${r.int8.matrix.n}x${r.int8.matrix.k}, attention ${
-        r.int8.attention ?? "int8"
+        r.int8.attention ?? "f32"
       }`
       : "f32";
     lines.push(

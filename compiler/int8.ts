@@ -5,6 +5,7 @@
 import type { Int8Choice } from "./lower.ts";
 import type { PlanInt8 } from "./plan.ts";
 import type { DeviceInfo } from "../runtime/device.ts";
+import { int8AttentionAccepts } from "../wgsl/int8_attention.ts";
 
 export type { Int8Choice };
 
@@ -45,7 +46,7 @@ export type Int8Adapter =
 
 /** Options of {@linkcode chooseInt8}. */
 export interface ChooseInt8Options {
-  /** Attention on the int8 kernel (default) or the f32 one. */
+  /** Attention on the f32 kernel (default) or the int8 one. */
   attention?: "int8" | "f32";
   /** A shape asked for (`--int8-matrix`); it must be one the adapter offers. */
   matrix?: Int8Choice["matrix"];
@@ -155,15 +156,15 @@ export function checkInt8(choice: PlanInt8, adapter: Int8Adapter): void {
   }
 }
 
-/** A choice in one line, such as `int8 16x16x32 on subgroups of 32, attention int8`. */
+/** A choice in one line, such as `int8 16x16x32 on subgroups of 32, attention f32`. */
 export function int8Text(choice: PlanInt8 | null | undefined): string {
   if (!choice) return "off";
   return `int8 ${shapeText(choice.matrix)} on subgroups of ${choice.subgroupSize}, attention ` +
-    `${choice.attention ?? "int8"}`;
+    `${choice.attention ?? "f32"}`;
 }
 
 function attentionOf(options: ChooseInt8Options): { attention: "int8" | "f32" } {
-  return { attention: options.attention ?? "int8" };
+  return { attention: options.attention ?? "f32" };
 }
 
 function shapeText(s: Int8Choice["matrix"]): string {
@@ -172,4 +173,13 @@ function shapeText(s: Int8Choice["matrix"]): string {
 
 function sameShape(a: Int8Choice["matrix"], b: Int8Choice["matrix"]): boolean {
   return a.m === b.m && a.n === b.n && a.k === b.k;
+}
+
+/**
+ * Whether prefill attention runs on int8_attention: asked for (`attention: "int8"`), and the
+ * kernel takes the head size and the matrix shape; else the f32 kernel.
+ */
+export function int8Attention(headDim: number, choice: Int8Choice | null | undefined): boolean {
+  return choice?.attention === "int8" &&
+    int8AttentionAccepts(headDim, choice.matrix, choice.subgroupSize);
 }

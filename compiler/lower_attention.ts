@@ -9,7 +9,7 @@ import type { Expr } from "./plan.ts";
 import type { ProgramBuilder } from "./program.ts";
 import type { KvEntry, KvRef, Scorer } from "./strategies/strategy.ts";
 import { hash2 } from "../wgsl/mod.ts";
-import { int8AttentionAccepts } from "../wgsl/int8_attention.ts";
+import { int8Attention } from "./int8.ts";
 
 const MAX_SEGMENTS = 8;
 
@@ -802,10 +802,7 @@ function runTask(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask): 
 function taskKernel(L: Lowering, accumulate: boolean): [string, Record<string, unknown>] {
   const c = L.model.config;
   const int8 = L.opts.int8;
-  if (
-    int8 && int8.attention !== "f32" &&
-    int8AttentionAccepts(c.headDim, int8.matrix, int8.subgroupSize)
-  ) {
+  if (int8 && int8Attention(c.headDim, int8)) {
     return ["int8_attention", {
       headDim: c.headDim,
       kv: L.opts.kv,

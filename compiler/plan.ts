@@ -186,7 +186,7 @@ export interface PlanInt8 {
   matrix: { m: number; n: number; k: number };
   /** Subgroup size the kernels are laid out for. */
   subgroupSize: number;
-  /** Attention on int8_attention or the f32 kernel (absent: "int8"). */
+  /** Attention on int8_attention or the f32 kernel (absent: "f32"). */
   attention?: "int8" | "f32";
 }
 

@@ -16,7 +16,7 @@ import { ids, mapError, planFor, runPlan } from "../_runs.ts";
 
 // The tiny model with a head size the int8 attention kernel takes (a multiple of 32).
 const model = llama({ ...tiny.config, name: "tiny-d32", hiddenSize: 128, headDim: 32 });
-const INT8: Int8Choice = { matrix: { m: 16, n: 16, k: 32 }, subgroupSize: 32 };
+const INT8: Int8Choice = { matrix: { m: 16, n: 16, k: 32 }, subgroupSize: 32, attention: "int8" };
 
 function plan(strategy: Strategy, hosts: number, n: number, int8: Int8Choice | null): Plan {
   return planFor(model, strategy, { hosts, contextTokens: n, int8 });
