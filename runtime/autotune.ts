@@ -239,20 +239,18 @@ function matmulRule(device: GPUDevice, spec: MatmulSpec, sizes: SizeExprs): Matm
 
 /**
  * Int8 GEMM tiles of the rule, from the H100 through Dawn (docs/PERFORMANCE.md): decode rows get
- * the 16-row tile, up to 512 rows the 64×64 tile; beyond, the 128×256 tile (326–360 TOPS on the
- * Llama-3.1-8B layer shapes at 2048 and 8192 rows), except where it leaves SMs idle or starves
- * (N ≤ 1024; K = 14336 below 4096 rows: 78 and 116 TOPS), where 128×128 runs 260–292. Tuning
- * replaces the rule per shape class.
+ * the 16-row tile, up to 512 rows the 64×64 tile; beyond, the 128×256 tile (321–361 TOPS on the
+ * Llama-3.1-8B layer shapes at 2048 and 8192 rows), except for N ≤ 1024, where it leaves SMs idle
+ * (77–203 TOPS) and 128×128 runs 284–293. Tuning replaces the rule per shape class.
  */
 function int8MatmulRule(device: GPUDevice, spec: Int8MatmulSpec, sizes: SizeExprs): Int8MatmulSpec {
   const M = known(sizes.M);
   const N = known(sizes.N);
-  const K = known(sizes.K);
   const name = M === null || M <= 16
     ? "16x128x64/16x32"
     : M <= 512
     ? "64x64x64/32x32"
-    : (N !== null && N <= 1024) || (M < 4096 && K !== null && K > 4096)
+    : N !== null && N <= 1024
     ? "128x128x64/64x64"
     : "128x256x32/64x64";
   const tuned = { ...spec, tile: INT8_TILES[name] };

@@ -229,7 +229,7 @@ Deno.test("int8 GEMM tiles: the rule by rows, columns and depth; tunings shared 
   equal(tile("t", 4096), INT8_TILES["16x128x64/16x32"]);
   equal(tile(512, 4096), INT8_TILES["64x64x64/32x32"]);
   equal(tile(2048, 1024), INT8_TILES["128x128x64/64x64"]);
-  equal(tile(2048, 4096, 14336), INT8_TILES["128x128x64/64x64"]);
+  equal(tile(2048, 4096, 14336), INT8_TILES["128x256x32/64x64"]);
   equal(tile(8192, 4096, 14336), INT8_TILES["128x256x32/64x64"]);
   equal(tile(2048, 14336), INT8_TILES["128x256x32/64x64"]);
   // A device without the workgroup memory keeps the lowering's tile.
