@@ -114,12 +114,13 @@ export async function prefillSuite(values: Options): Promise<number> {
       kv,
     };
     const plan = planOf(model, job.strategy, options, int8);
-    const { record, logits } = await measure(plan, gpu, backend);
+    const { record, logits } = await onOwnDevice(gpu, backend, (g) => measure(plan, g, backend));
     if (job.strategy.name === "dense") denseLogits.set(job.tokens, logits);
     const reference = denseLogits.get(job.tokens);
     record.errorVsDense = reference ? maxRelativeError(logits, reference) : null;
     if (f32Reference) {
-      const f32 = await prefillLogits(planOf(model, job.strategy, options, null), gpu);
+      const reference = planOf(model, job.strategy, options, null);
+      const f32 = await onOwnDevice(gpu, backend, (g) => prefillLogits(reference, g));
       record.errorVsF32 = maxRelativeError(logits, f32);
     }
     records.push(record);
@@ -142,6 +143,26 @@ function planOf(
   int8: Int8Choice | null,
 ): Plan {
   return lower(model, strategy, { ...options, int8 });
+}
+
+/**
+ * Runs `fn` on a device of its own under Dawn, destroyed afterwards; under Deno's WebGPU on `gpu`.
+ * Under Dawn, an APB 128K int8 plan (52 GiB) followed by its f32 reference (45 GiB) on one device
+ * ran out of the H100's 80 GB even with the first session destroyed and the queue drained (its
+ * buffers' memory was not back yet); with a device per session, destroyed, both run.
+ */
+async function onOwnDevice<T>(
+  gpu: Gpu,
+  backend: "deno" | "dawn",
+  fn: (gpu: Gpu) => Promise<T>,
+): Promise<T> {
+  if (backend !== "dawn") return await fn(gpu);
+  const own = await openGpu({ backend });
+  try {
+    return await fn(own);
+  } finally {
+    own.device.destroy();
+  }
 }
 
 /** The last context token's logits of one untimed prefill (the f32 reference of an int8 run). */
