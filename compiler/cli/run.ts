@@ -36,6 +36,15 @@ import type { TextTokenizer } from "./tokenizer.ts";
 /** Tolerance of --check for f32 storage. */
 export const CHECK_TOLERANCE = 1e-4;
 
+/**
+ * Tolerance of --check for int8 plans. The float64 executor reproduces every quantisation, but a
+ * value on a rounding boundary can take the other int8 code on the GPU (f32 with contracted
+ * multiply-adds), which moves a product by a quantum, and later layers carry it on. Measured on
+ * the retrieval checkpoint over 300 tokens (H100, Dawn): 7.8e-3 with int8 GEMMs, 1.5e-2 with int8
+ * attention too, where the two int8_attention bugs fixed on 2026-11-24 were off by 2.7 and 3e2.
+ */
+export const INT8_CHECK_TOLERANCE = 5e-2;
+
 /** Deterministic synthetic token ids. */
 export function syntheticTokens(count: number, vocab: number, seed: number, offset = 0): number[] {
   return Array.from({ length: count }, (_, i) => hash2(seed >>> 0, 7, offset + i) % vocab);
@@ -341,12 +350,13 @@ async function check(
     const ref = await reference.extend(run.tokens, { readLogits: true });
     worst = Math.max(worst, compareRuns(run.result, ref, vocab));
   }
-  const ok = worst <= CHECK_TOLERANCE;
+  const tolerance = plan.int8 ? INT8_CHECK_TOLERANCE : CHECK_TOLERANCE;
+  const ok = worst <= tolerance;
   console.log(`check    float64 CPU executor on the same plan, ${1 + runs.length} runs`);
   console.log(
-    `max relative error: ${worst.toExponential(2)} (tolerance ${CHECK_TOLERANCE}) ${
-      ok ? "OK" : "FAILED"
-    }`,
+    `max relative error: ${worst.toExponential(2)} (tolerance ${tolerance}${
+      plan.int8 ? ", int8" : ""
+    }) ${ok ? "OK" : "FAILED"}`,
   );
   return ok ? 0 : 1;
 }
