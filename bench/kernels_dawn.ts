@@ -10,7 +10,7 @@ export type DawnBenchOptions = { json?: string; eval?: string; tune?: boolean; r
 import { runKernel } from "../runtime/run_kernel.ts";
 import { compileKernel } from "../runtime/pipelines.ts";
 import { timePasses } from "../runtime/gpu_timing.ts";
-import { ruleSpec, saveTuningCache, tunedSpec, tuneKernel } from "../runtime/autotune.ts";
+import { ruleSpec, saveTuningCache, tuneKernel } from "../runtime/autotune.ts";
 import { INT8_TILES, int8Matmul, type Int8MatmulSpec, type Int8Tile } from "../wgsl/int8_matmul.ts";
 import { int8Attention, type Int8AttentionSpec } from "../wgsl/int8_attention.ts";
 import { packedStride, quantize, unpackInt8 } from "../wgsl/quantize.ts";
@@ -215,6 +215,7 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
         others: ran.slice(1).map((t) => `${name(t)} ${tops(t.ms).toFixed(0)}`).join("; "),
       });
     }
+    if (values.tune) await saveTuningCache();
   }
   if (want("quantize")) {
     const rows = 8192;
@@ -279,23 +280,11 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
         ms: i8ms,
         tflops: (flops / i8ms / 1e9).toFixed(1),
       });
-      const base: AttentionSpec = { headDim: d, kv: "f16" };
-      // --tune: every f32 attention tile on this adapter at 16K (the rule's come from wgpu's).
-      if (values.tune && tokens === 16384) {
-        const { timings: all } = await tuneKernel(device, "attention", base, sizes);
-        const ran = all.filter((t) => Number.isFinite(t.ms));
-        const tf = (ms: number) => (flops / ms / 1e9).toFixed(1);
-        timed({
-          what: `f32 attention tiles at ${tokens}`,
-          best: `${ran[0].key} ${tf(ran[0].ms)}`,
-          others: ran.slice(1, 8).map((t) => `${t.key} ${tf(t.ms)}`).join("; "),
-        });
-      }
-      // The f32 kernel with the tile the executor would run (tuned, else the rule).
-      const f32spec = tunedSpec(device, "attention", base, sizes);
+      // The f32 kernel with the tile the executor would run (the rule for this adapter).
+      const f32spec = ruleSpec(device, "attention", { headDim: d, kv: "f16" }, sizes);
       const f32ms = await timeFamily(device, attention, f32spec as AttentionSpec, sizes, bytes);
       timed({
-        what: `f32 attention causal ${tokens} (same, the executor's tile)`,
+        what: `f32 attention causal ${tokens} (same, rule tile)`,
         ms: f32ms,
         tflops: (flops / f32ms / 1e9).toFixed(1),
       });
@@ -305,7 +294,6 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
     for (const row of await eventLatency(device, matrix, subgroupSize)) timed(row);
   }
 
-  if (values.tune) console.log(`tuning cache written: ${await saveTuningCache()}`);
   const file = values.json ?? "bench/results/kernels_dawn.json";
   const result = {
     date: new Date().toISOString(),
