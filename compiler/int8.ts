@@ -86,14 +86,7 @@ export function chooseInt8(adapter: Int8Adapter, options: ChooseInt8Options = {}
   }
   let matrix = INT8_SHAPES.find(offered)!;
   if (options.matrix) {
-    const asked = options.matrix;
-    if (!INT8_SHAPES.some((s) => sameShape(s, asked))) {
-      throw new Int8UnavailableError(
-        `--int8-matrix ${shapeText(asked)}: the kernels take ${
-          INT8_SHAPES.map(shapeText).join(" or ")
-        }`,
-      );
-    }
+    const asked = takenShape(options.matrix);
     if (!offered(asked)) {
       fail(`offers no i8→i32 ${shapeText(asked)} subgroup matrix (leave --int8-matrix out)`);
     }
@@ -115,14 +108,7 @@ export function chooseInt8(adapter: Int8Adapter, options: ChooseInt8Options = {}
  * subgroups of 32. Throws {@linkcode Int8UnavailableError} for a shape the kernels do not take.
  */
 export function int8Without(options: ChooseInt8Options = {}): Int8Choice {
-  const matrix = options.matrix ?? NVIDIA_INT8.matrix;
-  if (!INT8_SHAPES.some((s) => sameShape(s, matrix))) {
-    throw new Int8UnavailableError(
-      `--int8-matrix ${shapeText(matrix)}: the kernels take ${
-        INT8_SHAPES.map(shapeText).join(" or ")
-      }`,
-    );
-  }
+  const matrix = takenShape(options.matrix ?? NVIDIA_INT8.matrix);
   return { matrix: { ...matrix }, subgroupSize: INT8_SUBGROUP_SIZE, ...attentionOf(options) };
 }
 
@@ -165,6 +151,16 @@ export function int8Text(choice: PlanInt8 | null | undefined): string {
 
 function attentionOf(options: ChooseInt8Options): { attention: "int8" | "f32" } {
   return { attention: options.attention ?? "f32" };
+}
+
+// `matrix` when the kernels take it; else the refusal of --int8-matrix.
+function takenShape(matrix: Int8Choice["matrix"]): Int8Choice["matrix"] {
+  if (INT8_SHAPES.some((s) => sameShape(s, matrix))) return matrix;
+  throw new Int8UnavailableError(
+    `--int8-matrix ${shapeText(matrix)}: the kernels take ${
+      INT8_SHAPES.map(shapeText).join(" or ")
+    }`,
+  );
 }
 
 function shapeText(s: Int8Choice["matrix"]): string {
