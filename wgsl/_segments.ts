@@ -47,6 +47,15 @@ fn segment(s: u32) -> Segment {
 ${cases}
   }
 }
+
+// Keys [0, n) of the segment that query row \`row\` sees: none outside its rows, up to its
+// diagonal when causal.
+fn seg_keys(seg: Segment, row: u32) -> i32 {
+  if (row < seg.qStart || row >= seg.qEnd) { return 0i; }
+  var n = i32(seg.kvCount);
+  if (seg.causal != 0u) { n = min(n, i32(row - seg.qStart) + seg.diag + 1); }
+  return n;
+}
 `;
 }
 

@@ -221,13 +221,8 @@ ${each((c) => `  var o${c} = vec4<f32>();`)}
     let hi = min(rowHi + 1u, seg.qEnd);
     if (lo >= hi) { continue; }
     // Keys [0, keyEnd) are visible to some pair of this workgroup; [0, myEnd) to this one.
-    var keyEnd = i32(seg.kvCount);
-    if (seg.causal != 0u) { keyEnd = min(keyEnd, i32(hi - 1u - seg.qStart) + seg.diag + 1); }
-    var myEnd = 0i;
-    if (valid && i >= seg.qStart && i < seg.qEnd) {
-      myEnd = i32(seg.kvCount);
-      if (seg.causal != 0u) { myEnd = min(myEnd, i32(i - seg.qStart) + seg.diag + 1); }
-    }
+    let keyEnd = seg_keys(seg, hi - 1u);
+    let myEnd = select(0i, seg_keys(seg, i), valid);
     for (var t0 = 0i; t0 < keyEnd; t0 += ${bk}i) {
       workgroupBarrier();
       stage(seg, g, u32(t0), u32(min(${bk}i, keyEnd - t0)), lid);
@@ -609,16 +604,8 @@ ${resident ? `${stageQ}\n${pfRegs.map((q) => `  var pf${q} = vec4<f32>();`).join
     let hi = min(rowHi + 1u, seg.qEnd);
     if (lo >= hi) { continue; }
     // Keys [0, keyEnd) are visible to some pair of this workgroup; [0, limit_i) to pair i.
-    var keyEnd = i32(seg.kvCount);
-    if (seg.causal != 0u) { keyEnd = min(keyEnd, i32(hi - 1u - seg.qStart) + seg.diag + 1); }
-${
-    lines(t.tq, (i) =>
-      `    var limit${i} = 0i;
-    if (valid${i} && row${i} >= seg.qStart && row${i} < seg.qEnd) {
-      limit${i} = i32(seg.kvCount);
-      if (seg.causal != 0u) { limit${i} = min(limit${i}, i32(row${i} - seg.qStart) + seg.diag + 1); }
-    }`)
-  }
+    let keyEnd = seg_keys(seg, hi - 1u);
+${lines(t.tq, (i) => `    let limit${i} = select(0i, seg_keys(seg, row${i}), valid${i});`)}
 ${
     resident
       ? `    if (keyEnd > 0) {
@@ -946,16 +933,8 @@ ${lines(sV, (q) => `  var pfV${q} = ${kvVec}();`)}
     let hi = min(rowHi + 1u, seg.qEnd);
     if (lo >= hi) { continue; }
     // Keys [0, keyEnd) are visible to some pair of this workgroup; [0, limit_i) to pair i.
-    var keyEnd = i32(seg.kvCount);
-    if (seg.causal != 0u) { keyEnd = min(keyEnd, i32(hi - 1u - seg.qStart) + seg.diag + 1); }
-${
-    lines(t.tq, (i) =>
-      `    var limit${i} = 0i;
-    if (valid${i} && row${i} >= seg.qStart && row${i} < seg.qEnd) {
-      limit${i} = i32(seg.kvCount);
-      if (seg.causal != 0u) { limit${i} = min(limit${i}, i32(row${i} - seg.qStart) + seg.diag + 1); }
-    }`)
-  }
+    let keyEnd = seg_keys(seg, hi - 1u);
+${lines(t.tq, (i) => `    let limit${i} = select(0i, seg_keys(seg, row${i}), valid${i});`)}
     let allSee = ${range(t.tq).map((i) => `limit${i}`).reduce((a, b) => `min(${a}, ${b})`)};
     if (keyEnd > 0) {
 ${prefetchQK("0u", "0u", "      ")}

@@ -237,13 +237,9 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
     let lo = max(rowLo, seg.qStart);
     let hi = min(rowHi + 1u, seg.qEnd);
     if (lo >= hi) { continue; }
-    var keyEnd = i32(seg.kvCount);
-    if (seg.causal != 0u) { keyEnd = min(keyEnd, i32(hi - 1u - seg.qStart) + seg.diag + 1); }
-    var myEnd = 0i;
-    if (valid && i >= seg.qStart && i < seg.qEnd) {
-      myEnd = i32(seg.kvCount);
-      if (seg.causal != 0u) { myEnd = min(myEnd, i32(i - seg.qStart) + seg.diag + 1); }
-    }
+    // Keys [0, keyEnd) are visible to some pair of this workgroup; [0, myEnd) to this one.
+    let keyEnd = seg_keys(seg, hi - 1u);
+    let myEnd = select(0i, seg_keys(seg, i), valid);
     for (var t0 = 0i; t0 < keyEnd; t0 += ${KEYS}i) {
       let count = u32(min(${KEYS}i, keyEnd - t0));
       let first = (seg.kvStart + u32(t0)) * params.kvHeads + g;
