@@ -10,11 +10,18 @@ export type DawnBenchOptions = { json?: string; eval?: string; tune?: boolean; r
 import { runKernel } from "../runtime/run_kernel.ts";
 import { compileKernel } from "../runtime/pipelines.ts";
 import { timePasses } from "../runtime/gpu_timing.ts";
-import { ruleSpec, saveTuningCache, tuneKernel } from "../runtime/autotune.ts";
+import {
+  kernelBuffers,
+  ruleSpec,
+  saveTuningCache,
+  timeKernel,
+  tuneKernel,
+} from "../runtime/autotune.ts";
+import { kernelFamily } from "../wgsl/mod.ts";
 import { INT8_TILES, int8Matmul, type Int8MatmulSpec, type Int8Tile } from "../wgsl/int8_matmul.ts";
 import { int8Attention, type Int8AttentionSpec } from "../wgsl/int8_attention.ts";
 import { packedStride, quantize, unpackInt8 } from "../wgsl/quantize.ts";
-import { attention, type AttentionSpec } from "../wgsl/attention.ts";
+import { attention } from "../wgsl/attention.ts";
 import type { HostBuffers, KernelFamily, Sizes } from "../wgsl/kernel.ts";
 
 type Row = Record<string, string | number | boolean>;
@@ -221,15 +228,11 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
     const rows = 8192;
     const cols = 4096;
     const spec = { input: "f32" as const, smooth: "none" as const };
-    const ms = await timeFamily(device, quantize, spec, {
+    const ms = await timeDispatch(device, "quantize", spec, {
       rows,
       cols,
       xOffset: 0,
       qStride: packedStride(cols),
-    }, {
-      x: rows * cols * 4,
-      q: rows * packedStride(cols) * 4,
-      scale: rows * 4,
     });
     timed({
       what: `quantize ${rows}x${cols}`,
@@ -258,23 +261,9 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
         causal0: 1,
         diag0: 0,
       };
-      const bytes = {
-        q: tokens * heads * d * 4,
-        k0: 16,
-        v0: 16,
-        k1: tokens * kvHeads * d * 2,
-        v1: tokens * kvHeads * d * 2,
-        out: tokens * heads * d * 4,
-        lse: tokens * heads * 4,
-      };
       const flops = 4 * heads * d * (tokens * (tokens + 1)) / 2;
-      const i8ms = await timeFamily(
-        device,
-        int8Attention,
-        { headDim: d, kv: "f16", matrixN: matrix.n, subgroupSize },
-        sizes,
-        bytes,
-      );
+      const i8spec = { headDim: d, kv: "f16", matrixN: matrix.n, subgroupSize };
+      const i8ms = await timeDispatch(device, "int8_attention", i8spec, sizes);
       timed({
         what: `int8_attention causal ${tokens} (32/8 heads, d128, f16 KV)`,
         ms: i8ms,
@@ -282,7 +271,7 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
       });
       // The f32 kernel with the tile the executor would run (the rule for this adapter).
       const f32spec = ruleSpec(device, "attention", { headDim: d, kv: "f16" }, sizes);
-      const f32ms = await timeFamily(device, attention, f32spec as AttentionSpec, sizes, bytes);
+      const f32ms = await timeDispatch(device, "attention", f32spec, sizes);
       timed({
         what: `f32 attention causal ${tokens} (same, rule tile)`,
         ms: f32ms,
@@ -489,58 +478,19 @@ function tileName(tile: Int8Tile): string {
     ?.[0] ?? JSON.stringify(tile);
 }
 
-/** Median GPU ms of one dispatch of `family` on buffers of the given byte sizes. */
-async function timeFamily<S>(
+/** Median GPU ms of one dispatch of `family` on seeded buffers, timed as the autotuner times. */
+async function timeDispatch(
   device: GPUDevice,
-  family: KernelFamily<S>,
-  spec: S,
+  family: string,
+  spec: unknown,
   sizes: Sizes,
-  bytes: Record<string, number>,
 ): Promise<number> {
-  const kernel = family.generate(spec);
-  const compiled = await compileKernel(device, kernel, family.key(spec));
-  const uniform = device.createBuffer({
-    size: 512,
-    usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-  });
-  device.queue.writeBuffer(uniform, 0, family.params(spec, sizes));
-  const buffers = kernel.bindings.map((b) =>
-    device.createBuffer({
-      size: Math.max(16, Math.ceil((bytes[b.name] ?? 16) / 16) * 16),
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
-    })
-  );
-  // Plausible data: small values everywhere (zeros would flatter nothing here, but NaNs might).
-  for (const [i, b] of kernel.bindings.entries()) {
-    const n = Math.min(buffers[i].size, 1 << 26) / 4;
-    const data = b.elem === "f32"
-      ? Float32Array.from({ length: n }, (_, j) => Math.sin(j) * 0.5)
-      : new Uint32Array(n).map((_, j) => (Math.imul(j, 0x9e3779b1) & 0x3bff3bff));
-    for (let at = 0; at < buffers[i].size; at += data.byteLength) {
-      device.queue.writeBuffer(
-        buffers[i],
-        at,
-        data,
-        0,
-        Math.min(data.length, (buffers[i].size - at) / 4),
-      );
-    }
+  const data = await kernelBuffers(device, family, spec, sizes);
+  try {
+    return (await timeKernel(device, kernelFamily(family), spec, sizes, data.buffers)).ms;
+  } finally {
+    data.destroy();
   }
-  const group = device.createBindGroup({
-    layout: compiled.layout,
-    entries: [
-      { binding: 0, resource: { buffer: uniform } },
-      ...buffers.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
-    ],
-  });
-  const ms = await timePasses(device, 6, (pass) => {
-    pass.setPipeline(compiled.pipeline);
-    pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(...family.dispatch(spec, sizes));
-  });
-  for (const b of [uniform, ...buffers]) b.destroy();
-  const sorted = ms.slice(1).sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
 }
 
 /** Wall time of awaiting dawn.node completion against the GPU time of the same work. */

@@ -6,7 +6,7 @@
 // only when asked (`deno task bench kernels --tune`, or a call), never behind a plan's back.
 
 import { evalExpr, type Expr } from "../compiler/plan.ts";
-import { kernelFamily } from "../wgsl/mod.ts";
+import { ATTENTION_FAMILIES, kernelFamily } from "../wgsl/mod.ts";
 import type { KernelFamily, Sizes } from "../wgsl/kernel.ts";
 import {
   DEFAULT_MATMUL_TILE,
@@ -507,7 +507,8 @@ export function bindingLengths(
         bias: s.N,
         c: s.M * s.cStride + s.cOffset,
       };
-    case "attention": {
+    case "attention":
+    case "int8_attention": {
       const d = (spec as AttentionSpec).headDim;
       const rows = [1, 1];
       for (let i = 0; i < s.nseg; i++) {
@@ -524,6 +525,13 @@ export function bindingLengths(
         lse: out,
       };
     }
+    case "quantize":
+      return {
+        x: (s.xOffset + s.rows) * s.cols,
+        smoothing: s.cols,
+        q: s.rows * s.qStride,
+        scale: s.rows,
+      };
     case "rmsnorm":
       return { x: s.rows * s.cols, weight: s.cols, out: s.rows * s.cols };
     case "rope":
@@ -580,7 +588,7 @@ export async function kernelBuffers(
   const pass = encoder.beginComputePass();
   const temporaries: GPUBuffer[] = [];
   for (const [i, b] of kernel.bindings.entries()) {
-    if (family === "attention" && (b.name === "k1" || b.name === "v1")) {
+    if (ATTENTION_FAMILIES.has(family) && (b.name === "k1" || b.name === "v1")) {
       buffers[b.name] = buffers[b.name === "k1" ? "k0" : "v0"];
       continue;
     }
