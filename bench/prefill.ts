@@ -15,7 +15,7 @@ import { syntheticTokens } from "../compiler/cli/run.ts";
 import type { ModelDefinition } from "../compiler/dsl.ts";
 import { planFlops } from "../compiler/flops.ts";
 import { int8Text } from "../compiler/int8.ts";
-import { type Int8Choice, lower, type LowerOptions } from "../compiler/lower.ts";
+import { lower, type LowerOptions } from "../compiler/lower.ts";
 import { llama } from "../compiler/models/llama.ts";
 import type { Plan, PlanInt8 } from "../compiler/plan.ts";
 import { strategyByName } from "../compiler/strategies/mod.ts";
@@ -113,13 +113,13 @@ export async function prefillSuite(values: Options): Promise<number> {
       weights,
       kv,
     };
-    const plan = planOf(model, job.strategy, options, int8);
+    const plan = lower(model, job.strategy, { ...options, int8 });
     const { record, logits } = await onOwnDevice(gpu, backend, (g) => measure(plan, g, backend));
     if (job.strategy.name === "dense") denseLogits.set(job.tokens, logits);
     const reference = denseLogits.get(job.tokens);
     record.errorVsDense = reference ? maxRelativeError(logits, reference) : null;
     if (f32Reference) {
-      const reference = planOf(model, job.strategy, options, null);
+      const reference = lower(model, job.strategy, options);
       const f32 = await onOwnDevice(gpu, backend, (g) => prefillLogits(reference, g));
       record.errorVsF32 = maxRelativeError(logits, f32);
     }
@@ -134,15 +134,6 @@ export async function prefillSuite(values: Options): Promise<number> {
   if (values.svg) await Deno.writeTextFile(values.svg, chart(records, model));
   console.log(table);
   return 0;
-}
-
-function planOf(
-  model: ModelDefinition,
-  strategy: Strategy,
-  options: LowerOptions,
-  int8: Int8Choice | null,
-): Plan {
-  return lower(model, strategy, { ...options, int8 });
 }
 
 /**

@@ -256,7 +256,7 @@ export async function runQuality(o: QualityOptions): Promise<QualityReport> {
   const backend = o.backend ?? "gpu";
   const gpu = backend === "cpu"
     ? undefined
-    : o.gpu ?? await openGpu({ backend: backend === "dawn" ? "dawn" : "deno" });
+    : o.gpu ?? await openGpu({ backend: webgpuOf(backend) });
   const vocab = o.model.config.vocabSize;
   const form = o.queryForm ?? "questions";
   const tasks = o.samples.map((s) => taskOf(s, form));
@@ -466,9 +466,7 @@ export const qualitySuite = async (values: Options): Promise<number> => {
     samples = samples.slice(0, int(values, "samples", samples.length));
     const variants = variantsFor(hostCounts, model.config, heads !== undefined)
       .filter((v) => v.strategy === "dense" || !wanted || wanted.includes(v.strategy));
-    const gpu = backend === "cpu"
-      ? undefined
-      : await openGpu({ backend: backend === "dawn" ? "dawn" : "deno" });
+    const gpu = backend === "cpu" ? undefined : await openGpu({ backend: webgpuOf(backend) });
     const int8 = int8From(values, gpu?.info);
     console.log(
       `quality: ${samples.length} samples of ${evalFile}, ${variants.length} rows, on ` +
@@ -540,3 +538,8 @@ export const qualitySuite = async (values: Options): Promise<number> => {
     heads?.close();
   }
 };
+
+/** The WebGPU implementation behind a GPU backend of this suite ("gpu" is Deno's own). */
+function webgpuOf(backend: "gpu" | "dawn"): "deno" | "dawn" {
+  return backend === "dawn" ? "dawn" : "deno";
+}

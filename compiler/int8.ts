@@ -6,11 +6,9 @@ import type { Int8Choice } from "./lower.ts";
 import type { PlanInt8 } from "./plan.ts";
 import type { DeviceInfo } from "../runtime/device.ts";
 import { int8AttentionAccepts } from "../wgsl/int8_attention.ts";
+import { INT8_FEATURES } from "../wgsl/int8_matmul.ts";
 
 export type { Int8Choice };
-
-/** The feature that gives WGSL subgroup matrices (the same name as runtime/dawn.ts's). */
-const SUBGROUP_MATRIX = "chromium-experimental-subgroup-matrix";
 
 /** Subgroup size the int8 kernels are laid out for (wgsl/int8_matmul.ts, int8_attention.ts). */
 export const INT8_SUBGROUP_SIZE = 32;
@@ -65,7 +63,7 @@ export function chooseInt8(adapter: Int8Adapter, options: ChooseInt8Options = {}
     throw new Int8UnavailableError(`--int8: ${name} ${why}; ${FIX}`);
   };
   const features = adapter.features.map(String);
-  const missing = ["subgroups", SUBGROUP_MATRIX].filter((f) => !features.includes(f));
+  const missing = INT8_FEATURES.filter((f) => !features.includes(f));
   if (missing.length) {
     fail(`lacks the feature${missing.length > 1 ? "s" : ""} ${missing.join(", ")}`);
   }

@@ -18,9 +18,7 @@
 
 import { createRequire } from "node:module";
 import { type Gpu, NoAdapterError, requestedLimits, type SubgroupMatrixConfig } from "./device.ts";
-
-/** The feature that gives WGSL subgroup matrices (tensor cores on NVIDIA). */
-export const SUBGROUP_MATRIX_FEATURE = "chromium-experimental-subgroup-matrix" as GPUFeatureName;
+import { SUBGROUP_MATRIX_FEATURE } from "../wgsl/int8_matmul.ts";
 
 /** Options of {@linkcode openDawnGpu}. */
 export interface DawnOptions {

@@ -26,6 +26,7 @@ import { NEG_INF_WGSL } from "./_neg_inf.ts";
 import { attention } from "./attention.ts";
 import { ATTENTION_FIELDS, attentionBindings, segmentWgsl } from "./_segments.ts";
 import { QMAX, roundHalfEven } from "./quantize.ts";
+import { INT8_FEATURES } from "./int8_matmul.ts";
 
 /** What an `int8_attention` kernel is specialised on. */
 export interface Int8AttentionSpec {
@@ -493,7 +494,7 @@ export const int8Attention: KernelFamily<Int8AttentionSpec> = {
       entry: "main",
       workgroupSize: [THREADS, 1, 1],
       bindings: attentionBindings(spec.kv),
-      features: ["subgroups", "chromium-experimental-subgroup-matrix"] as GPUFeatureName[],
+      features: INT8_FEATURES,
       workgroupBytes: 4 * mem.total + 16 * (2 * d4 + stagers(spec.headDim) * d4) +
         4 * (THREADS / spec.subgroupSize + 2 * PAIRS),
     };

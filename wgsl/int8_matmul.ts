@@ -28,6 +28,12 @@ import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
 import { silu, SILU_WGSL } from "./_silu.ts";
 import { unpackInt8 } from "./quantize.ts";
 
+/** The device feature that gives WGSL subgroup matrices (int8 tensor cores on NVIDIA, via Dawn). */
+export const SUBGROUP_MATRIX_FEATURE = "chromium-experimental-subgroup-matrix" as GPUFeatureName;
+
+/** What both int8 families need of a device. */
+export const INT8_FEATURES: GPUFeatureName[] = ["subgroups", SUBGROUP_MATRIX_FEATURE];
+
 /** A subgroup-matrix shape: left M×K, right K×N, result M×N (int8 operands, i32 result). */
 export interface MatrixShape {
   /** Rows of left and result. */
@@ -380,7 +386,7 @@ export const int8Matmul: KernelFamily<Int8MatmulSpec> = {
       entry: "main",
       workgroupSize: [L.threads, 1, 1],
       bindings: bindingsOf(spec),
-      features: ["subgroups", "chromium-experimental-subgroup-matrix"] as GPUFeatureName[],
+      features: INT8_FEATURES,
       workgroupBytes: 2 * L.stageWords * 4,
     };
   },
