@@ -5,6 +5,7 @@
 // Writes everything to --json FILE (default bench/results/kernels_dawn.json) and prints a table.
 
 import { openGpu } from "../runtime/device.ts";
+import { intList } from "../compiler/cli/options.ts";
 /** The options this suite reads (a subset of the CLI's). */
 export type DawnBenchOptions = { json?: string; eval?: string; tune?: boolean; rows?: string };
 import { runKernel } from "../runtime/run_kernel.ts";
@@ -191,7 +192,7 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
     // Every tile through the autotuner (its winners go to the tuning cache with --tune); the
     // prefill's GEMMs run 2048-row chunks of the Llama-3.1-8B layer, q|k|v and gate|up as parts.
     // --rows 2048,512: only the Llama shapes at these rows (a shorter run, e.g. to tune).
-    const rows = values.rows?.split(",").map(Number) ?? [2048, 8192, 512];
+    const rows = values.rows ? intList(values.rows, "rows") : [2048, 8192, 512];
     const shapes: [string, number, number, number, Int8MatmulSpec["output"]][] = values.rows
       ? []
       : [["GEMM 8192³", 8192, 8192, 8192, "i32"], ["GEMM 8192³", 8192, 8192, 8192, "f32"]];

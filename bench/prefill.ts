@@ -10,7 +10,14 @@
 import { path } from "../compiler/_deps.ts";
 import { maxRelativeError } from "../compiler/cli/compare.ts";
 import { loadModelFile, UsageError } from "../compiler/cli/model_file.ts";
-import { gpuBackend, int, int8From, type Options, storage } from "../compiler/cli/options.ts";
+import {
+  gpuBackend,
+  int,
+  int8From,
+  intList,
+  type Options,
+  storage,
+} from "../compiler/cli/options.ts";
 import { syntheticTokens } from "../compiler/cli/run.ts";
 import type { ModelDefinition } from "../compiler/dsl.ts";
 import { planFlops } from "../compiler/flops.ts";
@@ -63,8 +70,8 @@ const LINKS: Link[] = [NVLINK, PCIE];
 /** Runs the suite; returns the exit code. */
 export async function prefillSuite(values: Options): Promise<number> {
   const model = await benchModel(values);
-  const lengths = list(values.lengths ?? "8k,32k,128k", "lengths");
-  const hostCounts = list(values.hosts ?? "2,4,8", "hosts");
+  const lengths = intList(values.lengths ?? "8k,32k,128k", "lengths");
+  const hostCounts = intList(values.hosts ?? "2,4,8", "hosts");
   const weights = storage(values, "storage") ?? "f16";
   const kv = storage(values, "kv") ?? "f16";
   const backend = gpuBackend(values);
@@ -296,14 +303,6 @@ function chart(records: PrefillRecord[], model: ModelDefinition): string {
 async function writeJson(file: string, gpu: Gpu, records: PrefillRecord[]): Promise<void> {
   const date = new Date().toISOString();
   await Deno.writeTextFile(file, JSON.stringify({ date, device: gpu.info, records }, null, 1));
-}
-
-function list(text: string, what: string): number[] {
-  return text.split(",").map((part) => {
-    const v = int({ [what]: part.trim() } as unknown as Options, what as keyof Options);
-    if (!v) throw new UsageError(`--${what}: "${part}" is not a positive number`);
-    return v;
-  });
 }
 
 function fmtTokens(n: number): string {

@@ -74,6 +74,15 @@ export function int(values: Options, name: keyof Options, fallback?: number): nu
   return Number(m[1]) * (m[2] ? 1024 : 1);
 }
 
+/** A comma-separated list of positive whole numbers (like `8k,32k`) given as option `what`. */
+export function intList(text: string, what: string): number[] {
+  return text.split(",").map((part) => {
+    const v = int({ [what]: part.trim() } as unknown as Options, what as keyof Options);
+    if (!v) throw new UsageError(`--${what}: "${part}" is not a positive number`);
+    return v;
+  });
+}
+
 /** The storage type option `name` (f32 or f16). */
 export function storage(values: Options, name: "storage" | "kv"): StorageType | undefined {
   const v = values[name];
