@@ -25,6 +25,7 @@ import {
 import { declareBindings, storageLoader, storageRound } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
 import { NEG_INF_WGSL } from "./_neg_inf.ts";
+import { lines, range } from "./_lines.ts";
 
 /** What an `attention` kernel is specialised on. */
 export interface AttentionSpec {
@@ -420,8 +421,6 @@ function flashCode(spec: AttentionSpec, t: AttentionTile): string {
   const L = flashLayout(spec, t);
   const { bq, tk, td4 } = L;
   const threads = t.tx * t.ty;
-  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-  const lines = (n: number, f: (i: number) => string) => range(n).map(f).join("\n");
   const kvVec = spec.kv === "f32" ? "vec4<f32>" : "vec2<u32>";
   const bindings = attentionBindings(spec.kv);
   const vectors = { q: "vec4<f32>", out: "vec4<f32>", k0: kvVec, v0: kvVec, k1: kvVec, v1: kvVec };
@@ -766,8 +765,6 @@ function pipelinedCode(spec: AttentionSpec, t: AttentionTile): string {
   const tg = tk / 4;
   const [nQ, nK, nVi] = [bq * dq, t.bkv * dq, t.vk * dp4];
   const [sQ, sK, sV] = [nQ, nK, nVi].map((n) => Math.ceil(n / threads));
-  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-  const lines = (n: number, f: (i: number) => string) => range(n).map(f).join("\n");
   const rowq = (f: (q: number) => string) => lines(t.tq / 4, f);
   const kvVec = spec.kv === "f32" ? "vec4<f32>" : "vec2<u32>";
   const bindings = attentionBindings(spec.kv);
@@ -1013,7 +1010,6 @@ ${flashEpilogue(spec, t, td4)}
 // Writes (or merges) the pairs of this invocation: its columns of out, and lse from tx 0.
 function flashEpilogue(spec: AttentionSpec, t: AttentionTile, td4: number): string {
   const d4 = spec.headDim / 4;
-  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
   const cols = (f: (c: number, col: string) => string) =>
     range(td4).map((c) => {
       const col = `tx + ${c * t.tx}u`;

@@ -27,6 +27,7 @@ import { attention } from "./attention.ts";
 import { ATTENTION_FIELDS, attentionBindings, segmentWgsl } from "./_segments.ts";
 import { QMAX, roundHalfEven } from "./quantize.ts";
 import { INT8_FEATURES } from "./int8_matmul.ts";
+import { lines } from "./_lines.ts";
 
 /** What an `int8_attention` kernel is specialised on. */
 export interface Int8AttentionSpec {
@@ -80,9 +81,6 @@ function check(spec: Int8AttentionSpec): void {
     throw new Error(`int8_attention: laid out for subgroups of 32, not ${spec.subgroupSize}`);
   }
 }
-
-const lines = (n: number, f: (i: number) => string, sep = "\n") =>
-  Array.from({ length: n }, (_, i) => f(i)).join(sep);
 
 // Workgroup-memory layout, in i32 words.
 function memory(spec: Int8AttentionSpec) {

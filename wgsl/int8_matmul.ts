@@ -27,6 +27,7 @@ import { declareBindings, storageLoader, storageRound } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
 import { silu, SILU_WGSL } from "./_silu.ts";
 import { unpackInt8 } from "./quantize.ts";
+import { lines } from "./_lines.ts";
 
 /** The device feature that gives WGSL subgroup matrices (int8 tensor cores on NVIDIA, via Dawn). */
 export const SUBGROUP_MATRIX_FEATURE = "chromium-experimental-subgroup-matrix" as GPUFeatureName;
@@ -181,9 +182,6 @@ function bindingsOf(spec: Int8MatmulSpec): BindingSpec[] {
     { name: "c", access: "read_write", elem: "f32" },
   ];
 }
-
-const lines = (n: number, f: (i: number) => string, sep = "\n") =>
-  Array.from({ length: n }, (_, i) => f(i)).join(sep);
 
 function generateCode(spec: Int8MatmulSpec): string {
   const { matrix: mx, tile: t } = spec;
