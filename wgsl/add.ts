@@ -1,7 +1,7 @@
 // In-place residual add. The vec4 variant moves 16 bytes per load, so a few loads per invocation
 // keep enough bytes in flight to approach HBM bandwidth; the scalar one serves any count.
 
-import type { BindingSpec, KernelFamily } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, gridFor } from "./_grid.ts";
@@ -26,7 +26,7 @@ export const add: KernelFamily<AddSpec> = {
   generate: (spec) => {
     const width = spec.vec4 ? 4 : 1;
     const vectors: Record<string, string> = spec.vec4 ? { x: "vec4<f32>", y: "vec4<f32>" } : {};
-    return {
+    return computeKernel({
       code: `${paramsWgsl(FIELDS)}${declareBindings(BINDINGS, vectors)}
 @compute @workgroup_size(${WORKGROUP})
 fn main(${ENTRY_BUILTINS}) {
@@ -35,12 +35,9 @@ fn main(${ENTRY_BUILTINS}) {
   x[e] += y[e];
 }
 `,
-      entry: "main",
-      workgroupSize: [WORKGROUP, 1, 1],
       bindings: BINDINGS,
-      features: [],
-      workgroupBytes: 0,
-    };
+      threads: WORKGROUP,
+    });
   },
   dispatch: (spec, sizes) => gridFor(sizes.count / (spec.vec4 ? 4 : 1), WORKGROUP),
   params(spec, sizes) {

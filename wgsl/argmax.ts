@@ -2,7 +2,7 @@
 // strided slice, then a tree reduction picks the largest value, ties to the lowest index. NaN is
 // recognised by its bits, because drivers may fold `v != v` away.
 
-import type { BindingSpec, KernelFamily } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
@@ -20,8 +20,9 @@ const BINDINGS: BindingSpec[] = [
 export const argmax: KernelFamily<NoSpec> = {
   name: "argmax",
   key: () => "argmax",
-  generate: () => ({
-    code: `${paramsWgsl(FIELDS)}${declareBindings(BINDINGS)}
+  generate: () =>
+    computeKernel({
+      code: `${paramsWgsl(FIELDS)}${declareBindings(BINDINGS)}
 var<workgroup> bestValue: array<f32, ${WORKGROUP}>;
 var<workgroup> bestIndex: array<u32, ${WORKGROUP}>;
 
@@ -64,12 +65,10 @@ fn main(${ENTRY_BUILTINS}) {
   if (lid == 0u) { out[r] = select(bestIndex[0], 0u, bestIndex[0] == ${NONE}u); }
 }
 `,
-    entry: "main",
-    workgroupSize: [WORKGROUP, 1, 1],
-    bindings: BINDINGS,
-    features: [],
-    workgroupBytes: WORKGROUP * 8,
-  }),
+      bindings: BINDINGS,
+      threads: WORKGROUP,
+      workgroupBytes: WORKGROUP * 8,
+    }),
   dispatch: (_spec, sizes) => grid2d(sizes.rows),
   params: (_spec, sizes) => packParams("argmax", FIELDS, sizes),
   reference(_spec, { rows, cols }, { logits, out }) {

@@ -13,7 +13,7 @@
 // generic path: one invocation per pair, one key at a time. Loops inside a tile are unrolled here,
 // in TypeScript, because drivers do not reliably unroll them.
 
-import type { KernelFamily, StorageType } from "./kernel.ts";
+import { computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { packParams, paramsWgsl } from "./_params.ts";
 import {
   ATTENTION_FIELDS,
@@ -1131,27 +1131,24 @@ export const attention: KernelFamily<AttentionSpec> = {
     if (tiled(spec)) {
       const t = tileOf(spec);
       checkFlashTile(spec, t);
-      return {
+      return computeKernel({
         code: t.pipelined ? pipelinedCode(spec, t) : flashCode(spec, t),
-        entry: "main",
-        workgroupSize: [t.tx * t.ty, 1, 1],
         bindings: attentionBindings(spec.kv),
-        features: t.subgroups ? ["subgroups" as GPUFeatureName] : [],
+        threads: t.tx * t.ty,
         workgroupBytes: flashLayout(spec, t).bytes,
-      };
+        features: t.subgroups ? ["subgroups" as GPUFeatureName] : [],
+      });
     }
     const bk = keysPerTile(spec);
     if (!(Number.isInteger(bk) && bk >= 1)) {
       throw new Error(`attention: keysPerTile ${bk} is not ≥ 1`);
     }
-    return {
+    return computeKernel({
       code: generateCode(spec),
-      entry: "main",
-      workgroupSize: [PAIRS, 1, 1],
       bindings: attentionBindings(spec.kv),
-      features: [],
+      threads: PAIRS,
       workgroupBytes: 2 * bk * Math.ceil(spec.headDim / 4) * 16,
-    };
+    });
   },
   dispatch(spec, { qRows, heads, kvHeads }) {
     const block = tiled(spec) ? tileOf(spec).ty * tileOf(spec).tq : PAIRS;

@@ -4,7 +4,7 @@
 // variant copies 16 bytes per invocation (four words of f32/u32, eight halves of f16) when every
 // column count, stride and offset is a multiple of that.
 
-import type { BindingSpec, KernelFamily } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings, halfBits } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, gridFor } from "./_grid.ts";
@@ -101,14 +101,11 @@ export const copy2d: KernelFamily<Copy2dSpec> = {
       : spec.elem === "f16"
       ? halfBits("src") + wordCode()
       : elementCode();
-    return {
+    return computeKernel({
       code: `${paramsWgsl(FIELDS)}${declareBindings(bindings, words)}${body}`,
-      entry: "main",
-      workgroupSize: [WORKGROUP, 1, 1],
       bindings,
-      features: [],
-      workgroupBytes: 0,
-    };
+      threads: WORKGROUP,
+    });
   },
   dispatch(spec, sizes) {
     const perRow = spec.vec4

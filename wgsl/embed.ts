@@ -3,7 +3,7 @@
 // out-of-bounds read. A table too large for one binding is split by rows:
 // each piece gathers the ids in its range; only the first writes zeros for the others.
 
-import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings, storageLoader, storageRound } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, gridFor } from "./_grid.ts";
@@ -54,14 +54,7 @@ fn main(${ENTRY_BUILTINS}) {
   }
 }
 `;
-  return {
-    code,
-    entry: "main",
-    workgroupSize: [WORKGROUP, 1, 1] as [number, number, number],
-    bindings,
-    features: [],
-    workgroupBytes: 0,
-  };
+  return computeKernel({ code, bindings, threads: WORKGROUP });
 }
 
 /**
@@ -97,14 +90,7 @@ fn main(${ENTRY_BUILTINS}) {
   }
 }
 `;
-    return {
-      code,
-      entry: "main",
-      workgroupSize: [WORKGROUP, 1, 1],
-      bindings,
-      features: [],
-      workgroupBytes: 0,
-    };
+    return computeKernel({ code, bindings, threads: WORKGROUP });
   },
   dispatch: (spec, sizes) => gridFor((sizes.rows * sizes.hidden) / (spec.vec4 ? 4 : 1), WORKGROUP),
   params(spec, sizes) {

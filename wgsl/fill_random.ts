@@ -3,7 +3,7 @@
 // scale·(2u − 1) passes through an OR with a uniform zero so that no driver can contract it with
 // the following add into an FMA, which would round once instead of twice.
 
-import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, gridFor } from "./_grid.ts";
@@ -83,14 +83,11 @@ export const fillRandom: KernelFamily<FillRandomSpec> = {
   key: (spec) => `fill_random_${spec.elem}`,
   generate(spec) {
     const bindings: BindingSpec[] = [{ name: "out", access: "read_write", elem: spec.elem }];
-    return {
+    return computeKernel({
       code: `${paramsWgsl(FIELDS)}${declareBindings(bindings)}${VALUE_WGSL}${mainCode(spec.elem)}`,
-      entry: "main",
-      workgroupSize: [WORKGROUP, 1, 1],
       bindings,
-      features: [],
-      workgroupBytes: 0,
-    };
+      threads: WORKGROUP,
+    });
   },
   dispatch: (spec, { count }) =>
     gridFor(spec.elem === "f16" ? Math.ceil(count / 2) : count, WORKGROUP),

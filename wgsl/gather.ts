@@ -1,7 +1,7 @@
 // Gathers selected KV rows per head (APB's passing blocks after top-k). f32 copies element by
 // element; f16 copies the raw halves and writes whole words, so odd head sizes work too.
 
-import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings, halfBits } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, gridFor } from "./_grid.ts";
@@ -64,14 +64,11 @@ export const gather: KernelFamily<GatherSpec> = {
       { name: "src", access: "read", elem: spec.elem },
       { name: "out", access: "read_write", elem: spec.elem },
     ];
-    return {
+    return computeKernel({
       code: `${paramsWgsl(FIELDS)}${declareBindings(bindings)}${SOURCE_WGSL}${mainCode(spec.elem)}`,
-      entry: "main",
-      workgroupSize: [WORKGROUP, 1, 1],
       bindings,
-      features: [],
-      workgroupBytes: 0,
-    };
+      threads: WORKGROUP,
+    });
   },
   dispatch(spec, { k, heads, headDim }) {
     const count = k * heads * headDim;

@@ -18,7 +18,7 @@
 // Everything a subgroup matrix cannot do (per-row scaling, masking, exp) goes through a per-subgroup
 // scratch area of workgroup memory.
 
-import type { KernelFamily, StorageType } from "./kernel.ts";
+import { computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { paramsWgsl } from "./_params.ts";
 import { declareBindings, storageRound } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
@@ -487,15 +487,14 @@ export const int8Attention: KernelFamily<Int8AttentionSpec> = {
     check(spec);
     const mem = memory(spec);
     const d4 = spec.headDim / 4;
-    return {
+    return computeKernel({
       code: generateCode(spec),
-      entry: "main",
-      workgroupSize: [THREADS, 1, 1],
       bindings: attentionBindings(spec.kv),
+      threads: THREADS,
       features: INT8_FEATURES,
       workgroupBytes: 4 * mem.total + 16 * (2 * d4 + stagers(spec.headDim) * d4) +
         4 * (THREADS / spec.subgroupSize + 2 * PAIRS),
-    };
+    });
   },
   dispatch(_spec, { qRows, heads, kvHeads }) {
     return grid2d(Math.ceil((qRows * (heads / kvHeads)) / PAIRS) * kvHeads);

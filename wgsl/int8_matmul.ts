@@ -21,7 +21,7 @@
 // `(ptr, offset, colMajor, stride)` counts int8 elements and is kept behind `legacyLoads` in case a
 // Dawn build lacks the new one.
 
-import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings, storageLoader, storageRound } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
@@ -379,14 +379,13 @@ export const int8Matmul: KernelFamily<Int8MatmulSpec> = {
     (spec.legacyLoads ? "_legacy" : ""),
   generate(spec) {
     const L = layout(spec);
-    return {
+    return computeKernel({
       code: generateCode(spec),
-      entry: "main",
-      workgroupSize: [L.threads, 1, 1],
       bindings: bindingsOf(spec),
-      features: INT8_FEATURES,
+      threads: L.threads,
       workgroupBytes: 2 * L.stageWords * 4,
-    };
+      features: INT8_FEATURES,
+    });
   },
   dispatch(spec, { M, N }) {
     const tiles = Math.ceil(M / spec.tile.bm) * Math.ceil(N / spec.tile.bn);

@@ -32,6 +32,27 @@ export interface KernelCode {
   workgroupBytes: number;
 }
 
+/**
+ * A kernel with entry point `main` and a one-dimensional workgroup of `threads` invocations, as
+ * every family here declares them; no workgroup memory and no optional features unless given.
+ */
+export function computeKernel(k: {
+  code: string;
+  bindings: BindingSpec[];
+  threads: number;
+  workgroupBytes?: number;
+  features?: GPUFeatureName[];
+}): KernelCode {
+  return {
+    code: k.code,
+    entry: "main",
+    workgroupSize: [k.threads, 1, 1],
+    bindings: k.bindings,
+    features: k.features ?? [],
+    workgroupBytes: k.workgroupBytes ?? 0,
+  };
+}
+
 /** Problem sizes and offsets of one dispatch; values are plain numbers (float fields allowed). */
 export type Sizes = Record<string, number>;
 

@@ -3,7 +3,7 @@
 // cost accuracy when |lse| is large (around 1e4 an f32 ulp is 1e-3). Parts at −∞ are skipped by
 // their bits, so an empty part is an exact identity.
 
-import type { BindingSpec, KernelFamily } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, gridFor } from "./_grid.ts";
@@ -32,8 +32,9 @@ const BINDINGS: BindingSpec[] = [
 export const lseMerge: KernelFamily<NoSpec> = {
   name: "lse_merge",
   key: () => "lse_merge",
-  generate: () => ({
-    code: `${paramsWgsl(FIELDS)}${declareBindings(BINDINGS)}${NEG_INF_WGSL}
+  generate: () =>
+    computeKernel({
+      code: `${paramsWgsl(FIELDS)}${declareBindings(BINDINGS)}${NEG_INF_WGSL}
 @compute @workgroup_size(${WORKGROUP})
 fn main(${ENTRY_BUILTINS}) {
   let e = ${FLAT_GROUP} * ${WORKGROUP}u + lid;
@@ -71,12 +72,9 @@ fn main(${ENTRY_BUILTINS}) {
   if (d == 0u) { outLse[rh] = top + log(sum); }
 }
 `,
-    entry: "main",
-    workgroupSize: [WORKGROUP, 1, 1],
-    bindings: BINDINGS,
-    features: [],
-    workgroupBytes: 0,
-  }),
+      bindings: BINDINGS,
+      threads: WORKGROUP,
+    }),
   dispatch: (_spec, s) => gridFor(s.rows * s.heads * s.headDim, WORKGROUP),
   params: (_spec, sizes) => packParams("lse_merge", FIELDS, sizes),
   reference(_spec, sizes, { o, lse, out, outLse }) {

@@ -10,7 +10,7 @@
 // visited in groups of `group` tile rows so that consecutive workgroups share B in L2. Loads past
 // M, N or K read zeros and stores are guarded, so any M, N, K work.
 
-import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings, storageLoader, storageRound } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
@@ -397,14 +397,12 @@ ${st.store}
 ${t.kMajor ? epilogueKMajor(spec, t) : epilogue(spec, t)}
 }
 `;
-    return {
+    return computeKernel({
       code,
-      entry: "main",
-      workgroupSize: [threads, 1, 1],
       bindings,
-      features: [],
+      threads: threads,
       workgroupBytes: matmulWorkgroupBytes(t),
-    };
+    });
   },
   dispatch(spec, { M, N }) {
     const t = tileOf(spec);

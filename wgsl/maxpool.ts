@@ -1,7 +1,7 @@
 // 1-D max pooling along rows (the retaining-head smoothing of APB's compressor): stride 1,
 // implicit −∞ padding, so windows at the ends just cover fewer rows.
 
-import type { BindingSpec, KernelFamily } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, gridFor } from "./_grid.ts";
@@ -18,8 +18,9 @@ const BINDINGS: BindingSpec[] = [
 export const maxpool: KernelFamily<NoSpec> = {
   name: "maxpool",
   key: () => "maxpool",
-  generate: () => ({
-    code: `${paramsWgsl(FIELDS)}${declareBindings(BINDINGS)}
+  generate: () =>
+    computeKernel({
+      code: `${paramsWgsl(FIELDS)}${declareBindings(BINDINGS)}
 @compute @workgroup_size(${WORKGROUP})
 fn main(${ENTRY_BUILTINS}) {
   let e = ${FLAT_GROUP} * ${WORKGROUP}u + lid;
@@ -35,12 +36,9 @@ fn main(${ENTRY_BUILTINS}) {
   out[e] = best;
 }
 `,
-    entry: "main",
-    workgroupSize: [WORKGROUP, 1, 1],
-    bindings: BINDINGS,
-    features: [],
-    workgroupBytes: 0,
-  }),
+      bindings: BINDINGS,
+      threads: WORKGROUP,
+    }),
   dispatch: (_spec, sizes) => gridFor(sizes.rows * sizes.cols, WORKGROUP),
   params: (_spec, sizes) => packParams("maxpool", FIELDS, sizes),
   reference(_spec, { rows, cols, width }, { x, out }) {

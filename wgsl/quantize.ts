@@ -8,7 +8,7 @@
 // One workgroup per row: a strided absmax, a tree reduction in workgroup memory (no subgroups, so
 // the kernel also runs on Deno's wgpu and on software adapters), then quantise and pack.
 
-import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings, storageLoader, storageRound } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
@@ -103,14 +103,7 @@ fn main(${ENTRY_BUILTINS}) {
   }
 }
 `;
-    return {
-      code,
-      entry: "main",
-      workgroupSize: [WORKGROUP, 1, 1],
-      bindings,
-      features: [],
-      workgroupBytes: WORKGROUP * 4,
-    };
+    return computeKernel({ code, bindings, threads: WORKGROUP, workgroupBytes: WORKGROUP * 4 });
   },
   dispatch: (_spec, sizes) => grid2d(sizes.rows),
   params(_spec, sizes) {

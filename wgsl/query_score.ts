@@ -2,7 +2,7 @@
 // mean_j k·q̄_j = k·mean_j q̄_j, each workgroup first averages the query rows and heads of its KV
 // head into workgroup memory, then each invocation scores one key row with a single dot product.
 
-import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings, storageLoader, storageRound } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
@@ -64,14 +64,7 @@ fn main(${ENTRY_BUILTINS}) {
   out[t * params.kvHeads + g] = dot;
 }
 `;
-    return {
-      code,
-      entry: "main",
-      workgroupSize: [WORKGROUP, 1, 1],
-      bindings,
-      features: [],
-      workgroupBytes: WORKGROUP * 4,
-    };
+    return computeKernel({ code, bindings, threads: WORKGROUP, workgroupBytes: WORKGROUP * 4 });
   },
   dispatch: (_spec, { rows, kvHeads }) => grid2d(Math.ceil(rows / WORKGROUP) * kvHeads),
   params(_spec, sizes) {

@@ -1,7 +1,7 @@
 // Seeded uniform scores, the training-free stand-in for a trained compressor: the same
 // (seed, row, head) always scores the same, on any device and on the host.
 
-import type { BindingSpec, KernelFamily } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, gridFor } from "./_grid.ts";
@@ -16,8 +16,9 @@ const BINDINGS: BindingSpec[] = [{ name: "out", access: "read_write", elem: "f32
 export const randomScore: KernelFamily<NoSpec> = {
   name: "random_score",
   key: () => "random_score",
-  generate: () => ({
-    code: `${paramsWgsl(FIELDS)}${declareBindings(BINDINGS)}${HASH_WGSL}
+  generate: () =>
+    computeKernel({
+      code: `${paramsWgsl(FIELDS)}${declareBindings(BINDINGS)}${HASH_WGSL}
 @compute @workgroup_size(${WORKGROUP})
 fn main(${ENTRY_BUILTINS}) {
   let e = ${FLAT_GROUP} * ${WORKGROUP}u + lid;
@@ -26,12 +27,9 @@ fn main(${ENTRY_BUILTINS}) {
   out[e] = unit_from_hash(hash2(params.seed, t, e - t * params.heads));
 }
 `,
-    entry: "main",
-    workgroupSize: [WORKGROUP, 1, 1],
-    bindings: BINDINGS,
-    features: [],
-    workgroupBytes: 0,
-  }),
+      bindings: BINDINGS,
+      threads: WORKGROUP,
+    }),
   dispatch: (_spec, sizes) => gridFor(sizes.rows * sizes.heads, WORKGROUP),
   params: (_spec, sizes) => packParams("random_score", FIELDS, sizes),
   reference(_spec, { rows, heads, seed }, { out }) {

@@ -3,7 +3,7 @@
 // variant moves 16 bytes per load and keeps the row in registers (up to 16384 columns), so HBM
 // sees one read and one write even when the rows in flight overflow L2.
 
-import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings, storageLoader, storageRound } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
@@ -79,14 +79,7 @@ ${
   }
 }
 `;
-  return {
-    code,
-    entry: "main",
-    workgroupSize: [WORKGROUP, 1, 1] as [number, number, number],
-    bindings,
-    features: [],
-    workgroupBytes: WORKGROUP * 4,
-  };
+  return computeKernel({ code, bindings, threads: WORKGROUP, workgroupBytes: WORKGROUP * 4 });
 }
 
 /** `out[r, c] = x[r, c] / sqrt(mean_c(x[r, :]²) + eps) · weight[c]`. */
@@ -126,14 +119,7 @@ fn main(${ENTRY_BUILTINS}) {
   }
 }
 `;
-    return {
-      code,
-      entry: "main",
-      workgroupSize: [WORKGROUP, 1, 1],
-      bindings,
-      features: [],
-      workgroupBytes: WORKGROUP * 4,
-    };
+    return computeKernel({ code, bindings, threads: WORKGROUP, workgroupBytes: WORKGROUP * 4 });
   },
   dispatch: (_spec, sizes) => grid2d(sizes.rows),
   params(spec, sizes) {

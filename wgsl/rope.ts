@@ -5,7 +5,7 @@
 // variant writes four elements of each half of a head (the pairs a rotation couples), reading x,
 // the table and writing out 16 bytes at a time (8 for an f16 cache).
 
-import type { BindingSpec, KernelFamily, StorageType } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, gridFor } from "./_grid.ts";
@@ -160,14 +160,7 @@ fn main(${ENTRY_BUILTINS}) {
   ${store}
 }
 `;
-  return {
-    code,
-    entry: "main",
-    workgroupSize: [WORKGROUP, 1, 1] as [number, number, number],
-    bindings,
-    features: [],
-    workgroupBytes: 0,
-  };
+  return computeKernel({ code, bindings, threads: WORKGROUP });
 }
 
 /**
@@ -208,14 +201,7 @@ fn main(${ENTRY_BUILTINS}) {
   ${storeWgsl(spec.out)}
 }
 `;
-    return {
-      code,
-      entry: "main",
-      workgroupSize: [WORKGROUP, 1, 1],
-      bindings,
-      features: [],
-      workgroupBytes: 0,
-    };
+    return computeKernel({ code, bindings, threads: WORKGROUP });
   },
   dispatch: (spec, s) => gridFor((s.rows * s.heads * s.headDim) / (spec.vec4 ? 8 : 2), WORKGROUP),
   params(spec, sizes) {

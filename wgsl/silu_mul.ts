@@ -1,7 +1,7 @@
 // The gated-MLP product silu(gate)·up. The vec4 variant moves 16 bytes per load (enough bytes in
 // flight for HBM bandwidth); the scalar one serves any size.
 
-import type { BindingSpec, KernelFamily } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, gridFor } from "./_grid.ts";
@@ -38,7 +38,7 @@ export const siluMul: KernelFamily<SiluMulSpec> = {
     const vectors: Record<string, string> = spec.vec4
       ? { a: "vec4<f32>", b: "vec4<f32>", out: "vec4<f32>" }
       : {};
-    return {
+    return computeKernel({
       code: `${paramsWgsl(FIELDS)}${declareBindings(BINDINGS, vectors)}${
         spec.vec4 ? SILU4_WGSL : SILU_WGSL
       }
@@ -49,12 +49,9 @@ fn main(${ENTRY_BUILTINS}) {
   out[e] = ${spec.vec4 ? "silu4" : "silu"}(a[e]) * b[e];
 }
 `,
-      entry: "main",
-      workgroupSize: [WORKGROUP, 1, 1],
       bindings: BINDINGS,
-      features: [],
-      workgroupBytes: 0,
-    };
+      threads: WORKGROUP,
+    });
   },
   dispatch: (spec, sizes) => gridFor((sizes.rows * sizes.cols) / (spec.vec4 ? 4 : 1), WORKGROUP),
   params(spec, sizes) {

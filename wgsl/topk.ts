@@ -4,7 +4,7 @@
 // key above T and the first needed rows equal to T, in ascending row order. One prefix scan per
 // 256-row chunk counts both kinds at once, packed into the two halves of a u32.
 
-import type { BindingSpec, KernelFamily } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily } from "./kernel.ts";
 import { packParams, type ParamFields, paramsWgsl } from "./_params.ts";
 import { declareBindings } from "./_storage.ts";
 import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
@@ -122,14 +122,13 @@ fn main(${ENTRY_BUILTINS}) {
 export const topk: KernelFamily<NoSpec> = {
   name: "topk",
   key: () => "topk",
-  generate: () => ({
-    code: CODE,
-    entry: "main",
-    workgroupSize: [WORKGROUP, 1, 1],
-    bindings: BINDINGS,
-    features: [],
-    workgroupBytes: 256 * 4 + WORKGROUP * 4 + 12,
-  }),
+  generate: () =>
+    computeKernel({
+      code: CODE,
+      bindings: BINDINGS,
+      threads: WORKGROUP,
+      workgroupBytes: 256 * 4 + WORKGROUP * 4 + 12,
+    }),
   dispatch: (_spec, sizes) => grid2d(sizes.heads),
   params(_spec, sizes) {
     if (sizes.rows - sizes.exclude < sizes.k) {
