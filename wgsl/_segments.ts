@@ -3,6 +3,7 @@
 
 import type { BindingSpec, StorageType } from "./kernel.ts";
 import type { ParamFields } from "./_params.ts";
+import { FLAT_GROUP } from "./_grid.ts";
 
 /** The most KV segments one dispatch takes. */
 export const MAX_SEGMENTS = 8;
@@ -70,4 +71,27 @@ export function attentionBindings(kv: StorageType): BindingSpec[] {
     { name: "out", access: "read_write", elem: "f32" },
     { name: "lse", access: "read_write", elem: "f32" },
   ];
+}
+
+/**
+ * WGSL opening an attention workgroup: which KV head \`g\` and which block of \`bq\` (query row, head)
+ * pairs it computes, and the query rows it spans. Register-tiled kernels take the blocks "last"
+ * first: under a causal mask they see the most keys, so the tail of the dispatch is made of short
+ * workgroups.
+ */
+export function pairBlock(bq: number, order: "first" | "last"): string {
+  const block = order === "last"
+    ? `  // Last pair blocks first: under a causal mask they see the most keys, so the tail of the
+  // dispatch is made of short workgroups.
+  let firstPair = (tilesPerHead - 1u - (flat - g * tilesPerHead)) * ${bq}u;`
+    : `  let firstPair = (flat - g * tilesPerHead) * ${bq}u;`;
+  return `  let group = params.heads / params.kvHeads;
+  let pairs = params.qRows * group;
+  let tilesPerHead = (pairs + ${bq - 1}u) / ${bq}u;
+  let flat = ${FLAT_GROUP};
+  if (flat >= tilesPerHead * params.kvHeads) { return; }
+  let g = flat / tilesPerHead;
+${block}
+  let rowLo = firstPair / group;
+  let rowHi = min(firstPair + ${bq - 1}u, pairs - 1u) / group;`;
 }

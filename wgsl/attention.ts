@@ -19,11 +19,12 @@ import {
   ATTENTION_FIELDS,
   attentionBindings,
   MAX_SEGMENTS,
+  pairBlock,
   SEGMENT_FIELDS,
   segmentWgsl,
 } from "./_segments.ts";
 import { declareBindings, storageLoader, storageRound } from "./_storage.ts";
-import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
+import { ENTRY_BUILTINS, grid2d } from "./_grid.ts";
 import { NEG_INF_WGSL } from "./_neg_inf.ts";
 import { lines, range } from "./_lines.ts";
 
@@ -195,15 +196,7 @@ fn stage(seg: Segment, g: u32, t0: u32, count: u32, lid: u32) {
 
 @compute @workgroup_size(${PAIRS})
 fn main(${ENTRY_BUILTINS}) {
-  let group = params.heads / params.kvHeads;
-  let pairs = params.qRows * group;
-  let tilesPerHead = (pairs + ${PAIRS - 1}u) / ${PAIRS}u;
-  let flat = ${FLAT_GROUP};
-  if (flat >= tilesPerHead * params.kvHeads) { return; }
-  let g = flat / tilesPerHead;
-  let firstPair = (flat - g * tilesPerHead) * ${PAIRS}u;
-  let rowLo = firstPair / group;
-  let rowHi = min(firstPair + ${PAIRS - 1}u, pairs - 1u) / group;
+${pairBlock(PAIRS, "first")}
   let pair = firstPair + lid;
   let valid = pair < pairs;
   let i = pair / group;
@@ -396,25 +389,6 @@ function rowReduce(t: AttentionTile, name: string, op: "max" | "+", indent: stri
   ].join("\n");
 }
 
-/**
- * WGSL opening a register-tiled workgroup: which KV head `g` and which block of `bq` (query row,
- * head) pairs it computes, the last blocks first (under a causal mask they see the most keys, so
- * the tail of the dispatch is made of short workgroups), and the query rows it spans.
- */
-function pairBlock(bq: number): string {
-  return `  let group = params.heads / params.kvHeads;
-  let pairs = params.qRows * group;
-  let tilesPerHead = (pairs + ${bq - 1}u) / ${bq}u;
-  let flat = ${FLAT_GROUP};
-  if (flat >= tilesPerHead * params.kvHeads) { return; }
-  let g = flat / tilesPerHead;
-  // Last pair blocks first: under a causal mask they see the most keys, so the tail of the
-  // dispatch is made of short workgroups.
-  let firstPair = (tilesPerHead - 1u - (flat - g * tilesPerHead)) * ${bq}u;
-  let rowLo = firstPair / group;
-  let rowHi = min(firstPair + ${bq - 1}u, pairs - 1u) / group;`;
-}
-
 function flashCode(spec: AttentionSpec, t: AttentionTile): string {
   const d = spec.headDim;
   const d4 = d / 4;
@@ -589,7 +563,7 @@ ${t.subgroups ? "" : `var<workgroup> red: array<array<vec4<f32>, ${bq / 4}>, ${t
 
 @compute @workgroup_size(${threads})
 fn main(${lane.params}) {
-${pairBlock(bq)}
+${pairBlock(bq, "last")}
 ${lane.setup}
   let scale2 = params.scale * 1.4426950408889634;
 ${lines(t.tq, (i) => `  let row${i} = (firstPair + ty * ${t.tq}u + ${i}u) / group;`)}
@@ -911,7 +885,7 @@ ${t.subgroups ? "" : `var<workgroup> red: array<array<vec4<f32>, ${bq / 4}>, ${t
 
 @compute @workgroup_size(${threads})
 fn main(${lane.params}) {
-${pairBlock(bq)}
+${pairBlock(bq, "last")}
 ${lane.setup}
   let scale2 = params.scale * 1.4426950408889634;
   let qBase = ty * ${t.tq / 4}u;

@@ -21,10 +21,10 @@
 import { computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { paramsWgsl } from "./_params.ts";
 import { declareBindings, storageRound } from "./_storage.ts";
-import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
+import { ENTRY_BUILTINS, grid2d } from "./_grid.ts";
 import { NEG_INF_WGSL } from "./_neg_inf.ts";
 import { attention } from "./attention.ts";
-import { ATTENTION_FIELDS, attentionBindings, segmentWgsl } from "./_segments.ts";
+import { ATTENTION_FIELDS, attentionBindings, pairBlock, segmentWgsl } from "./_segments.ts";
 import { QMAX, roundHalfEven } from "./quantize.ts";
 import { INT8_FEATURES } from "./int8_matmul.ts";
 import { lines } from "./_lines.ts";
@@ -173,15 +173,7 @@ ${lines(THREADS / S - 1, (i) => `  top = max(top, red[${i + 1}]);`)}
 
 @compute @workgroup_size(${THREADS})
 fn main(${ENTRY_BUILTINS}) {
-  let group = params.heads / params.kvHeads;
-  let pairs = params.qRows * group;
-  let tilesPerHead = (pairs + ${PAIRS - 1}u) / ${PAIRS}u;
-  let flat = ${FLAT_GROUP};
-  if (flat >= tilesPerHead * params.kvHeads) { return; }
-  let g = flat / tilesPerHead;
-  let firstPair = (flat - g * tilesPerHead) * ${PAIRS}u;
-  let rowLo = firstPair / group;
-  let rowHi = min(firstPair + ${PAIRS - 1}u, pairs - 1u) / group;
+${pairBlock(PAIRS, "first")}
   let sg = lid / ${S}u;
   let lane = lid % ${S}u;
   // Softmax and output ownership: lane pair (2r, 2r+1) holds row r of this subgroup's block.
