@@ -70,17 +70,7 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
         if (legacyLoads && name !== "128x128x64/64x64") continue;
         for (const m of shapes) {
           if (m !== matrix && name !== "128x128x64/64x64") continue;
-          const spec: Int8MatmulSpec = {
-            matrix: m,
-            tile,
-            subgroupSize,
-            output: "i32",
-            biasType: "f32",
-            bias: false,
-            accumulate: false,
-            activation: "none",
-            legacyLoads,
-          };
+          const spec = { ...plainGemm(m, subgroupSize, tile, "i32"), legacyLoads };
           for (const [M, N, K] of [[200, 136, 200], [129, 257, 512], [16, 64, 64]]) {
             record({
               kernel: "int8_matmul i32",
@@ -180,15 +170,7 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
 
   // --- timings ---
   if (want("gemm")) {
-    const base = {
-      matrix,
-      subgroupSize,
-      biasType: "f32",
-      bias: false,
-      accumulate: false,
-      activation: "none",
-      tile: INT8_TILES["64x64x64/32x32"],
-    } as const;
+    const base = plainGemm(matrix, subgroupSize, INT8_TILES["64x64x64/32x32"], "f32");
     // Every tile through the autotuner (its winners go to the tuning cache with --tune); the
     // prefill's GEMMs run 2048-row chunks of the Llama-3.1-8B layer, q|k|v and gate|up as parts.
     // --rows 2048,512: only the Llama shapes at these rows (a shorter run, e.g. to tune).
@@ -473,6 +455,17 @@ async function attentionCheck(device: GPUDevice, spec: Int8AttentionSpec): Promi
   }
 }
 
+/** An int8 GEMM without bias, residual or activation. */
+function plainGemm(
+  matrix: Int8MatmulSpec["matrix"],
+  subgroupSize: number,
+  tile: Int8Tile,
+  output: Int8MatmulSpec["output"],
+): Int8MatmulSpec {
+  const epilogue = { biasType: "f32", bias: false, accumulate: false, activation: "none" } as const;
+  return { matrix, tile, subgroupSize, output, ...epilogue };
+}
+
 /** A tile's name in INT8_TILES. */
 function tileName(tile: Int8Tile): string {
   return Object.entries(INT8_TILES).find(([, t]) => JSON.stringify(t) === JSON.stringify(tile))
@@ -500,16 +493,7 @@ async function eventLatency(
   matrix: { m: number; n: number; k: number },
   subgroupSize: number,
 ): Promise<Row[]> {
-  const spec: Int8MatmulSpec = {
-    matrix,
-    tile: INT8_TILES["128x128x64/64x64"],
-    subgroupSize,
-    output: "i32",
-    biasType: "f32",
-    bias: false,
-    accumulate: false,
-    activation: "none",
-  };
+  const spec = plainGemm(matrix, subgroupSize, INT8_TILES["128x128x64/64x64"], "i32");
   const compiled = await compileKernel(device, int8Matmul.generate(spec), "latency");
   const M = 4096;
   const kWords = packedStride(M);
