@@ -107,8 +107,9 @@ function storeWgsl(out: StorageType): string {
     : "out[o] = v0;\n  out[o + 1u] = v1;";
 }
 
-function ropeVec4(spec: RopeSpec) {
-  const bindings: BindingSpec[] = [
+/** x, then positions and the angle table when rotating, then out. */
+function ropeBindings(spec: RopeSpec): BindingSpec[] {
+  return [
     { name: "x", access: "read", elem: "f32" },
     ...(spec.rotate
       ? [
@@ -118,6 +119,10 @@ function ropeVec4(spec: RopeSpec) {
       : []),
     { name: "out", access: "read_write", elem: spec.out },
   ];
+}
+
+function ropeVec4(spec: RopeSpec) {
+  const bindings = ropeBindings(spec);
   const vectors: Record<string, string> = {
     x: "vec4<f32>",
     table: "vec4<f32>",
@@ -173,16 +178,7 @@ export const rope: KernelFamily<RopeSpec> = {
   key: (spec) => `rope_${spec.rotate ? "rotate" : "copy"}_${spec.out}${spec.vec4 ? "_v4" : ""}`,
   generate(spec) {
     if (spec.vec4) return ropeVec4(spec);
-    const bindings: BindingSpec[] = [
-      { name: "x", access: "read", elem: "f32" },
-      ...(spec.rotate
-        ? [
-          { name: "positions", access: "read", elem: "u32" } as const,
-          { name: "table", access: "read", elem: "f32" } as const,
-        ]
-        : []),
-      { name: "out", access: "read_write", elem: spec.out },
-    ];
+    const bindings = ropeBindings(spec);
     const code = `${paramsWgsl(FIELDS)}${declareBindings(bindings)}
 ${spec.rotate ? ROTATED_WGSL : COPIED_WGSL}
 @compute @workgroup_size(${WORKGROUP})
