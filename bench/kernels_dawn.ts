@@ -21,6 +21,8 @@ import {
 import { kernelFamily } from "../wgsl/mod.ts";
 import { INT8_TILES, int8Matmul, type Int8MatmulSpec, type Int8Tile } from "../wgsl/int8_matmul.ts";
 import { int8Attention, type Int8AttentionSpec } from "../wgsl/int8_attention.ts";
+import { kvQuantize } from "../wgsl/kv_quantize.ts";
+import { kvTileLengths } from "../wgsl/_kv_tiles.ts";
 import { packedStride, quantize, unpackInt8 } from "../wgsl/quantize.ts";
 import { attention } from "../wgsl/attention.ts";
 import type { HostBuffers, KernelFamily, Sizes } from "../wgsl/kernel.ts";
@@ -245,12 +247,13 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
         diag0: 0,
       };
       const flops = 4 * heads * d * (tokens * (tokens + 1)) / 2;
-      const i8spec = { headDim: d, kv: "f16", matrixN: matrix.n, subgroupSize };
-      const i8ms = await timeDispatch(device, "int8_attention", i8spec, sizes);
+      const i8spec = { headDim: d, kv: "f16" as const, matrixN: matrix.n, subgroupSize };
+      const { quantizeMs, attentionMs } = await timeInt8Attention(device, i8spec, sizes);
       timed({
-        what: `int8_attention causal ${tokens} (32/8 heads, d128, f16 KV)`,
-        ms: i8ms,
-        tflops: (flops / i8ms / 1e9).toFixed(1),
+        what: `kv_quantize + int8_attention causal ${tokens} (32/8 heads, d128, f16 KV)`,
+        ms: quantizeMs + attentionMs,
+        quantizeMs,
+        tflops: (flops / (quantizeMs + attentionMs) / 1e9).toFixed(1),
       });
       // The f32 kernel with the tile the executor would run (the rule for this adapter).
       const f32spec = ruleSpec(device, "attention", { headDim: d, kv: "f16" }, sizes);
@@ -433,22 +436,50 @@ async function attentionCheck(device: GPUDevice, spec: Int8AttentionSpec): Promi
     lse: seeded((qRows + 2) * heads, 28, -1, 1),
   };
   try {
-    const { gpu, ref } = await both(device, int8Attention, spec, sizes, buffers);
+    // K/V codes on the GPU against the reference (a code may differ by one at a rounding tie),
+    // then the attention on the GPU's codes against its reference on the same codes.
+    const qspec = { headDim: d, kv: spec.kv };
+    const lengths = kvTileLengths(sizes, d);
+    const kv = await both(device, kvQuantize, qspec, sizes, {
+      ...buffers,
+      codes: new Float64Array(lengths.codes),
+      scales: new Float64Array(lengths.scales),
+    });
+    let codesOffByOne = 0;
+    let codesWrong = 0;
+    for (let w = 0; w < lengths.codes; w++) {
+      const a = unpackInt8(kv.gpu.codes, 4, w);
+      const b = unpackInt8(kv.ref.codes, 4, w);
+      for (let e = 0; e < 4; e++) {
+        const diff = Math.abs(a[e] - b[e]);
+        if (diff === 1) codesOffByOne++;
+        if (diff > 1) codesWrong++;
+      }
+    }
+    const scalesRelErr = maxRel(kv.gpu.scales, kv.ref.scales);
+    const inputs = {
+      q: buffers.q,
+      codes: kv.gpu.codes,
+      scales: kv.gpu.scales,
+      out: buffers.out,
+      lse: buffers.lse,
+    };
+    const { gpu, ref } = await both(device, int8Attention, spec, sizes, inputs);
     const exact: HostBuffers = {};
     for (const [kk, v] of Object.entries(buffers)) exact[kk] = v.slice();
     attention.reference({ headDim: d, kv: spec.kv, accumulate: spec.accumulate }, sizes, exact);
     const vsRef = maxRel(gpu.out, ref.out);
     const lseVsRef = maxRel(gpu.lse, ref.lse);
-    const vsExact = maxRel(gpu.out, exact.out);
-    const refVsExact = maxRel(ref.out, exact.out);
-    const lseVsExact = maxRel(gpu.lse, exact.lse);
     return {
+      codesOffByOne,
+      codesWrong,
+      scalesRelErr,
       outVsRef: vsRef,
       lseVsRef,
-      outVsExact: vsExact,
-      refVsExact,
-      lseVsExact,
-      ok: vsRef < 2e-2 && lseVsRef < 1e-3,
+      outVsExact: maxRel(gpu.out, exact.out),
+      refVsExact: maxRel(ref.out, exact.out),
+      lseVsExact: maxRel(gpu.lse, exact.lse),
+      ok: codesWrong === 0 && scalesRelErr < 1e-5 && vsRef < 2e-2 && lseVsRef < 1e-3,
     };
   } catch (e) {
     return { error: String(e).split("\n").slice(0, 3).join(" "), ok: false };
@@ -484,6 +515,29 @@ async function timeDispatch(
     return (await timeKernel(device, kernelFamily(family), spec, sizes, data.buffers)).ms;
   } finally {
     data.destroy();
+  }
+}
+
+/**
+ * GPU times of kv_quantize and of int8_attention on the codes it wrote (timing the attention on
+ * random codes and scales would run its softmax on meaningless, even negative, scales).
+ */
+async function timeInt8Attention(
+  device: GPUDevice,
+  spec: Int8AttentionSpec,
+  sizes: Sizes,
+): Promise<{ quantizeMs: number; attentionMs: number }> {
+  const qspec = { headDim: spec.headDim, kv: spec.kv };
+  const kv = await kernelBuffers(device, "kv_quantize", qspec, sizes);
+  const att = await kernelBuffers(device, "int8_attention", spec, sizes);
+  try {
+    const quantizeMs = (await timeKernel(device, kvQuantize, qspec, sizes, kv.buffers)).ms;
+    const buffers = { ...att.buffers, codes: kv.buffers.codes, scales: kv.buffers.scales };
+    const attentionMs = (await timeKernel(device, int8Attention, spec, sizes, buffers)).ms;
+    return { quantizeMs, attentionMs };
+  } finally {
+    kv.destroy();
+    att.destroy();
   }
 }
 

@@ -44,7 +44,7 @@ export type Int8Adapter =
 
 /** Options of {@linkcode chooseInt8}. */
 export interface ChooseInt8Options {
-  /** Attention on the f32 kernel (default) or the int8 one. */
+  /** Attention on the int8 kernel (default) or the f32 one. */
   attention?: "int8" | "f32";
   /** A shape asked for (`--int8-matrix`); it must be one the adapter offers. */
   matrix?: Int8Choice["matrix"];
@@ -148,7 +148,7 @@ export function int8Text(choice: PlanInt8 | null | undefined): string {
 }
 
 function attentionOf(options: ChooseInt8Options): { attention: "int8" | "f32" } {
-  return { attention: options.attention ?? "f32" };
+  return { attention: options.attention ?? "int8" };
 }
 
 // `matrix` when the kernels take it; else the refusal of --int8-matrix.

@@ -10,6 +10,7 @@ import type { ProgramBuilder } from "./program.ts";
 import type { KvEntry, KvRef, Scorer } from "./strategies/strategy.ts";
 import { hash2 } from "../wgsl/mod.ts";
 import { int8Attention } from "./int8.ts";
+import { kvTileLengths } from "../wgsl/_kv_tiles.ts";
 
 const MAX_SEGMENTS = 8;
 
@@ -755,8 +756,11 @@ function runTask(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask): 
   const cache = { k: L.cache("k", layer, X), v: L.cache("v", layer, X) };
   const recv = t.recvRows > 0 ? { k: `h${X}.rk${t.index}`, v: `h${X}.rv${t.index}` } : cache;
   const [family, spec] = taskKernel(L, t.output.kind === "direct" && t.output.accumulate);
-  const bind = { k0: recv.k, v0: recv.v, k1: cache.k, v1: cache.v };
   const label = `${node.scope} attention task ${t.index}`;
+  const kv = { k0: recv.k, v0: recv.v, k1: cache.k, v1: cache.v };
+  // int8 attention reads K and V quantised for its dispatch by kv_quantize, just before it.
+  const kvFor = (sizes: Record<string, Expr>): Record<string, string> =>
+    family === "int8_attention" ? quantizeKv(L, pb, X, sizes, kv, label) : kv;
   if (t.output.kind === "direct") {
     const first = t.queries[0].row;
     forEachChunk(L, first, t.qRows, (chunk, row, count, at) => {
@@ -769,7 +773,7 @@ function runTask(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask): 
         outOffset: row,
       });
       L.dispatch(pb, X, family, spec, sizes, {
-        ...bind,
+        ...kvFor(sizes),
         q: L.at(node.inputs[0], X, chunk).buffer,
         out: L.at(node.id, X, chunk).buffer,
         lse: L.lseScratch(X, chunk),
@@ -787,7 +791,7 @@ function runTask(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask): 
   });
   const rows = t.qRows;
   L.dispatch(pb, X, family, spec, sizes, {
-    ...bind,
+    ...kvFor(sizes),
     q: `h${X}.tq${t.index}`,
     out: L.buffer(`h${X}.to${t.index}`, X, "f32", rows * hc * c.headDim, "exchange"),
     lse: L.buffer(`h${X}.tl${t.index}`, X, "f32", rows * hc, "exchange"),
@@ -795,8 +799,37 @@ function runTask(L: Lowering, pb: ProgramBuilder, node: Node, t: ResolvedTask): 
 }
 
 /**
- * The kernel of a prefill attention task: int8_attention (same bindings and sizes) in int8 plans
- * whose head size it takes, else the f32 family. Extend steps keep the f32 kernel: their few
+ * Dispatches kv_quantize for an int8 attention dispatch of these sizes on `host`; returns the
+ * bindings of the codes and scales it writes (host scratch, sized for the host's largest dispatch).
+ */
+function quantizeKv(
+  L: Lowering,
+  pb: ProgramBuilder,
+  host: number,
+  sizes: Record<string, Expr>,
+  kv: Record<string, string>,
+  label: string,
+): Record<string, string> {
+  const numeric: Record<string, number> = {};
+  for (const [k, v] of Object.entries(sizes)) {
+    if (typeof v !== "number") throw new Error(`int8 attention: size ${k} = ${v} is not static`);
+    numeric[k] = v;
+  }
+  const d = L.model.config.headDim;
+  const lengths = kvTileLengths(numeric, d);
+  const codes = L.buffer(`h${host}.kvcodes`, host, "i32", lengths.codes, "activation");
+  const scales = L.buffer(`h${host}.kvscales`, host, "f32", lengths.scales, "activation");
+  L.dispatch(pb, host, "kv_quantize", { headDim: d, kv: L.opts.kv }, sizes, {
+    ...kv,
+    codes,
+    scales,
+  }, `${label} K/V to int8`);
+  return { codes, scales };
+}
+
+/**
+ * The kernel of a prefill attention task: int8_attention (same sizes, K/V through kv_quantize)
+ * in int8 plans whose head size it takes, else the f32 family. Extend steps keep the f32 kernel: their few
  * query rows would leave the int8 kernel's 64-pair workgroups mostly empty.
  */
 function taskKernel(L: Lowering, accumulate: boolean): [string, Record<string, unknown>] {

@@ -6,7 +6,8 @@
 // only when asked (`deno task bench kernels --tune`, or a call), never behind a plan's back.
 
 import { evalExpr, type Expr } from "../compiler/plan.ts";
-import { ATTENTION_FAMILIES, kernelFamily } from "../wgsl/mod.ts";
+import { kernelFamily } from "../wgsl/mod.ts";
+import { kvTileLengths } from "../wgsl/_kv_tiles.ts";
 import type { KernelFamily, Sizes } from "../wgsl/kernel.ts";
 import {
   DEFAULT_MATMUL_TILE,
@@ -508,7 +509,8 @@ export function bindingLengths(
         c: s.M * s.cStride + s.cOffset,
       };
     case "attention":
-    case "int8_attention": {
+    case "int8_attention":
+    case "kv_quantize": {
       const d = (spec as AttentionSpec).headDim;
       const rows = [1, 1];
       for (let i = 0; i < s.nseg; i++) {
@@ -521,6 +523,7 @@ export function bindingLengths(
         v0: rows[0] * s.kvHeads * d,
         k1: rows[1] * s.kvHeads * d,
         v1: rows[1] * s.kvHeads * d,
+        ...kvTileLengths(s, d),
         out: out * d,
         lse: out,
       };
@@ -588,8 +591,10 @@ export async function kernelBuffers(
   const pass = encoder.beginComputePass();
   const temporaries: GPUBuffer[] = [];
   for (const [i, b] of kernel.bindings.entries()) {
-    if (ATTENTION_FAMILIES.has(family) && (b.name === "k1" || b.name === "v1")) {
-      buffers[b.name] = buffers[b.name === "k1" ? "k0" : "v0"];
+    // The second K/V source of attention-shaped kernels is the first one again.
+    const first = { k1: "k0", v1: "v0" }[b.name];
+    if (first && buffers[first]) {
+      buffers[b.name] = buffers[first];
       continue;
     }
     const count = lengths[b.name];

@@ -2,14 +2,15 @@
 // with the same segment table, GQA sharing and tile skipping as `attention` (attention.ts), so the
 // lowering swaps one family for the other without changing a binding or a size.
 //
-// A workgroup holds 64 (query row, head) pairs of one KV head, 16 per subgroup of 32, and walks the
-// key tiles (64 keys) that some pair of it may see:
+// K and V come quantised by kv_quantize (one dispatch before this one, same sizes; layout in
+// _kv_tiles.ts): 64-key tiles, K after subtracting μ with one scale per tile, V with one scale per
+// channel per tile. A workgroup holds 64 (query row, head) pairs of one KV head, 16 per subgroup of
+// 32, and walks the key tiles that some pair of it may see, copying each tile's codes to workgroup
+// memory:
 // - Q: each subgroup quantises its 16 pairs with one scale (per block) and keeps them as left
 //   matrices in registers for the whole kernel.
-// - K: a key tile is quantised with one scale per tile after subtracting μ, the mean of the first
-//   key tile the workgroup visits. Softmax is invariant to q·μ, a constant per row; it is added
-//   back to the log-sum-exp at the end from the f32 q, so partial results merge exactly as before.
-//   Subtracting μ removes the channel-wise bias of K that would otherwise use up the int8 range.
+// - Softmax is invariant to q·μ, a constant per row; it is added back to the log-sum-exp at the
+//   end from the f32 q, so partial results merge exactly as before.
 // - S = QKᵀ runs on the tensor cores (i8×i8→i32); scores are dequantised, masked and put through
 //   an online softmax in f32, two lanes per row.
 // - P = exp(s − m) ∈ [0, 1] is quantised with the fixed scale 1/127, V per channel per tile, and
@@ -18,22 +19,23 @@
 // Everything a subgroup matrix cannot do (per-row scaling, masking, exp) goes through a per-subgroup
 // scratch area of workgroup memory.
 
-import { computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
 import { paramsWgsl } from "./_params.ts";
-import { declareBindings, storageRound } from "./_storage.ts";
+import { declareBindings } from "./_storage.ts";
 import { ENTRY_BUILTINS, grid2d } from "./_grid.ts";
 import { NEG_INF_WGSL } from "./_neg_inf.ts";
 import { attention } from "./attention.ts";
-import { ATTENTION_FIELDS, attentionBindings, pairBlock, segmentWgsl } from "./_segments.ts";
-import { QMAX, roundHalfEven } from "./quantize.ts";
+import { ATTENTION_FIELDS, pairBlock, segmentWgsl } from "./_segments.ts";
+import { PACK4_WGSL, QMAX, roundHalfEven, unpackInt8 } from "./quantize.ts";
 import { INT8_FEATURES } from "./int8_matmul.ts";
 import { lines } from "./_lines.ts";
+import { KV_TILE, recordWords, scaleStride, segmentTiles, segTilesWgsl } from "./_kv_tiles.ts";
 
 /** What an `int8_attention` kernel is specialised on. */
 export interface Int8AttentionSpec {
   /** Head size: a multiple of 32 up to 128. */
   headDim: number;
-  /** Storage type of the K and V caches. */
+  /** Storage type of the K and V caches (that kv_quantize read: kept so the two pair up). */
   kv: StorageType;
   /** Merge into `out`/`lse` by log-sum-exp instead of overwriting (as in `attention`). */
   accumulate?: boolean;
@@ -45,16 +47,24 @@ export interface Int8AttentionSpec {
 
 const PAIRS = 64;
 const BLOCK = 16;
-const KEYS = 64;
+const KEYS = KV_TILE;
 const PAD = 16;
 // Row stride of the S and P·V scratch in i32 words: 4 words (one bank quad) past a multiple of 32,
 // so that the softmax's reads below spread the subgroup over all 32 banks.
 const SST = KEYS + 4;
 // One subgroup of 32 per 16-pair block: lane pair (2r, 2r+1) owns row r of the block.
 const THREADS = (PAIRS / BLOCK) * 32;
-// K/V staging: THREADS invocations read whole keys of d/4 words each, `stagers(d)` keys at a time
-// (the rest idle when d/4 does not divide THREADS, as for d = 96).
-const stagers = (d: number) => Math.floor(THREADS / (d / 4));
+
+/** Bindings: q, the codes and scales kv_quantize wrote, out and lse (as in `attention`). */
+export function int8AttentionBindings(): BindingSpec[] {
+  return [
+    { name: "q", access: "read", elem: "f32" },
+    { name: "codes", access: "read", elem: "i32" },
+    { name: "scales", access: "read", elem: "f32" },
+    { name: "out", access: "read_write", elem: "f32" },
+    { name: "lse", access: "read_write", elem: "f32" },
+  ];
+}
 
 /**
  * Whether the kernel takes this head size and subgroup-matrix shape (M×N×K = 16×N×32, N 16 or 8)
@@ -109,67 +119,19 @@ function generateCode(spec: Int8AttentionSpec): string {
   const keyBlocks = KEYS / n; // result matrices across a key tile
   const chanBlocks = d / n; // result matrices across the head
   const perLane = (BLOCK * d) / S; // output accumulators per lane
-  const chunkLoad = (name: string) =>
-    spec.kv === "f32"
-      ? `fn ${name}_vec(row: u32, c: u32) -> vec4<f32> { return ${name}[row * ${d4}u + c]; }`
-      : `fn ${name}_vec(row: u32, c: u32) -> vec4<f32> {
-  let w = ${name}[row * ${d4}u + c];
-  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-}`;
-  const vectors = {
-    q: "vec4<f32>",
-    out: "vec4<f32>",
-    ...Object.fromEntries(
-      ["k0", "v0", "k1", "v1"].map((x) => [x, spec.kv === "f32" ? "vec4<f32>" : "vec2<u32>"]),
-    ),
-  };
+  const d16 = d / 16; // 16-byte vectors of codes per key
+  const vectors = { q: "vec4<f32>", codes: "vec4<i32>", out: "vec4<f32>" };
   const pvStrips = Math.ceil(chanBlocks / keyBlocks); // P·V results spilled KEYS columns at a time
   return `enable subgroups;
 enable chromium_experimental_subgroup_matrix;
 diagnostic(off, chromium.subgroup_matrix_uniformity);
 diagnostic(off, subgroup_uniformity);
 ${paramsWgsl(ATTENTION_FIELDS)}${
-    declareBindings(attentionBindings(spec.kv), vectors)
-  }${NEG_INF_WGSL}
-${chunkLoad("k0")}
-${chunkLoad("v0")}
-${chunkLoad("k1")}
-${chunkLoad("v1")}
-${segmentWgsl()}
+    declareBindings(int8AttentionBindings(), vectors)
+  }${NEG_INF_WGSL}${segmentWgsl()}${segTilesWgsl}${PACK4_WGSL}
 var<workgroup> tile: array<i32, ${mem.total}>;
-var<workgroup> mu: array<vec4<f32>, ${d4}>;
-var<workgroup> vmaxPart: array<vec4<f32>, ${stagers(d) * d4}>;
-var<workgroup> vscale: array<vec4<f32>, ${d4}>;
-var<workgroup> red: array<f32, ${THREADS / S}>;
 var<workgroup> rowCorr: array<f32, ${PAIRS}>;
 var<workgroup> rowInv: array<f32, ${PAIRS}>;
-
-fn k_vec(src: u32, row: u32, c: u32) -> vec4<f32> {
-  if (src == 0u) { return k0_vec(row, c); }
-  return k1_vec(row, c);
-}
-
-fn v_vec(src: u32, row: u32, c: u32) -> vec4<f32> {
-  if (src == 0u) { return v0_vec(row, c); }
-  return v1_vec(row, c);
-}
-
-fn pack4(v: vec4<f32>) -> i32 {
-  let t = vec4<i32>(clamp(round(v), vec4<f32>(-${QMAX}.0), vec4<f32>(${QMAX}.0)));
-  let b = vec4<u32>(t) & vec4<u32>(0xffu);
-  return bitcast<i32>(b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u));
-}
-
-// Max of x over the workgroup's ${THREADS} invocations.
-fn workgroup_max(x: f32, sg: u32, lane: u32) -> f32 {
-  let m = subgroupMax(x);
-  workgroupBarrier();
-  if (lane == 0u) { red[sg] = m; }
-  workgroupBarrier();
-  var top = red[0];
-${lines(THREADS / S - 1, (i) => `  top = max(top, red[${i + 1}]);`)}
-  return top;
-}
 
 @compute @workgroup_size(${THREADS})
 fn main(${ENTRY_BUILTINS}) {
@@ -218,13 +180,11 @@ ${
 ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
   var m = -3.0e38;
   var l = 0.0;
-  var haveMu = false;
-  // Staging roles: invocation t reads word (t % d/4) of keys t / (d/4), + ${stagers(d)}, ...
-  let cw = lid % ${d4}u;
-  let kg = lid / ${d4}u;
-  let stager = kg < ${stagers(d)}u;
+  var tileBase = 0u; // the first tile of segment s in kv_quantize's numbering
   for (var s = 0u; s < params.nseg; s++) {
     let seg = segment(s);
+    let segTile = tileBase;
+    tileBase += seg_tiles(seg);
     let lo = max(rowLo, seg.qStart);
     let hi = min(rowHi + 1u, seg.qEnd);
     if (lo >= hi) { continue; }
@@ -232,52 +192,19 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
     let keyEnd = seg_keys(seg, hi - 1u);
     let myEnd = select(0i, seg_keys(seg, i), valid);
     for (var t0 = 0i; t0 < keyEnd; t0 += ${KEYS}i) {
-      let count = u32(min(${KEYS}i, keyEnd - t0));
-      let first = (seg.kvStart + u32(t0)) * params.kvHeads + g;
+      let record = (segTile + u32(t0) / ${KEYS}u) * params.kvHeads + g;
+      let codeAt = record * ${recordWords(d) / 4}u;
       workgroupBarrier();
-      if (!haveMu) {
-        // μ: the mean of this first tile's keys, fixed for the rest of the workgroup.
-        if (kg == 0u) {
-          var sum = vec4<f32>();
-          for (var j = 0u; j < count; j++) { sum += k_vec(seg.src, first + j * params.kvHeads, cw); }
-          mu[cw] = sum / f32(count);
-        }
-        haveMu = true;
-        workgroupBarrier();
-      }
-      // Pass 1: the K tile's absmax after μ, V's absmax per channel.
-      var kmax = 0.0;
-      var vmax = vec4<f32>();
-      for (var j = kg; stager && j < count; j += ${stagers(d)}u) {
-        let row = first + j * params.kvHeads;
-        let kv = abs(k_vec(seg.src, row, cw) - mu[cw]);
-        kmax = max(kmax, max(max(kv.x, kv.y), max(kv.z, kv.w)));
-        vmax = max(vmax, abs(v_vec(seg.src, row, cw)));
-      }
-      if (stager) { vmaxPart[kg * ${d4}u + cw] = vmax; }
-      let kTop = workgroup_max(kmax, sg, lane);
-      if (kg == 0u) {
-        var vm = vmaxPart[cw];
-        for (var p = 1u; p < ${stagers(d)}u; p++) { vm = max(vm, vmaxPart[p * ${d4}u + cw]); }
-        vscale[cw] = vm / ${QMAX}.0;
-      }
-      workgroupBarrier();
-      // Pass 2: quantise into the tiles (zero keys past count).
-      let kInv = select(${QMAX}.0 / kTop, 0.0, kTop == 0.0);
-      let vs = vscale[cw];
-      // This lane's output columns lane + 32k: their V scales, with P's 1/127.
-${lines(d / 32, (k) => `      let vs${k} = vscale[lane / 4u + ${8 * k}u][lane % 4u] / ${QMAX}.0;`)}
-      let vInv = select(vec4<f32>(1.0) / vs, vec4<f32>(0.0), vs == vec4<f32>(0.0));
-      for (var j = kg; stager && j < ${KEYS}u; j += ${stagers(d)}u) {
-        var kq = 0;
-        var vq = 0;
-        if (j < count) {
-          let row = first + j * params.kvHeads;
-          kq = pack4((k_vec(seg.src, row, cw) - mu[cw]) * kInv);
-          vq = pack4(v_vec(seg.src, row, cw) * vInv);
-        }
-        tile[${mem.kTile}u + j * ${mem.rowWords}u + cw] = kq;
-        tile[${mem.vTile}u + j * ${mem.rowWords}u + cw] = vq;
+      // Copy the tile's K and V codes into rows padded to ${mem.rowWords} words.
+      for (var x = lid; x < ${KEYS * d16}u; x += ${THREADS}u) {
+        let at = (x / ${d16}u) * ${mem.rowWords}u + 4u * (x % ${d16}u);
+        let kw = codes[codeAt + x];
+        let vw = codes[codeAt + ${KEYS * d16}u + x];
+${
+    lines(4, (e) =>
+      `        tile[${mem.kTile}u + at + ${e}u] = kw[${e}];
+        tile[${mem.vTile}u + at + ${e}u] = vw[${e}];`)
+  }
       }
       workgroupBarrier();
       // S = Q·Kᵀ for this subgroup's block.
@@ -299,7 +226,10 @@ ${
       // Online softmax, two lanes a row (keys 32·half + 0..31); P quantised with the fixed scale
       // 1/127. Lanes visit a word's four keys in a rotated order, \`rot\`, so that the subgroup's 32
       // reads fall in 32 banks (row stride ≡ 4 words mod 32: 8 rows × 4 rotations).
-      let dq = qScale * (kTop / ${QMAX}.0) * params.scale;
+      let sBase = params.kvHeads * ${d}u + record * ${scaleStride(d)}u;
+      let dq = qScale * scales[sBase + ${d}u] * params.scale;
+      // This lane's output columns lane + 32k: their V scales, with P's 1/127.
+${lines(d / 32, (k) => `      let vs${k} = scales[sBase + lane + ${32 * k}u] / ${QMAX}.0;`)}
       let rowEnd = myEnd - t0 - i32(half * 32u);
       let rot = (r >> 3u) | (half << 1u);
       let sRow = scratch + r * ${SST}u + half * 32u;
@@ -390,8 +320,12 @@ ${
   }
   // Epilogue: out = O / l, lse = m + log l + scale·q·μ (the shift μ took out of every score).
   var qmu = 0.0;
-  if (haveMu && valid) {
-    for (var c = half; c < ${d4}u; c += 2u) { qmu += dot(q[qRow * ${d4}u + c], mu[c]); }
+  if (valid) {
+    for (var c = half; c < ${d4}u; c += 2u) {
+      let at = g * ${d}u + 4u * c;
+      let mu = vec4<f32>(scales[at], scales[at + 1u], scales[at + 2u], scales[at + 3u]);
+      qmu += dot(q[qRow * ${d4}u + c], mu);
+    }
   }
   qmu += subgroupShuffleXor(qmu, 1u);
   if (half == 0u) { rowInv[sg * ${BLOCK}u + r] = select(1.0 / l, 0.0, l == 0.0); }
@@ -466,9 +400,9 @@ ${
 
 /**
  * The `attention` contract (segment table, GQA, log-sum-exp, optional merge) computed with int8
- * tensor-core products. The reference reproduces the quantisation block by block (the workgroup's
- * 64 pairs, 16-pair Q blocks, 64-key tiles, μ of the first tile), so GPU and reference agree to
- * rounding ties; the error against exact attention is what int8 costs.
+ * tensor-core products, reading K and V as kv_quantize wrote them for the same sizes. The reference
+ * reproduces Q's quantisation block by block (the workgroup's 64 pairs, 16-pair Q blocks), so GPU
+ * and reference agree to rounding ties; the error against exact attention is what int8 costs.
  */
 export const int8Attention: KernelFamily<Int8AttentionSpec> = {
   name: "int8_attention",
@@ -477,15 +411,12 @@ export const int8Attention: KernelFamily<Int8AttentionSpec> = {
     (spec.accumulate ? "_acc" : ""),
   generate(spec) {
     check(spec);
-    const mem = memory(spec);
-    const d4 = spec.headDim / 4;
     return computeKernel({
       code: generateCode(spec),
-      bindings: attentionBindings(spec.kv),
+      bindings: int8AttentionBindings(),
       threads: THREADS,
       features: INT8_FEATURES,
-      workgroupBytes: 4 * mem.total + 16 * (2 * d4 + stagers(spec.headDim) * d4) +
-        4 * (THREADS / spec.subgroupSize + 2 * PAIRS),
+      workgroupBytes: 4 * (memory(spec).total + 2 * PAIRS),
     });
   },
   dispatch(_spec, { qRows, heads, kvHeads }) {
@@ -527,11 +458,13 @@ function int8AttentionReference(
   const d = spec.headDim;
   const group = heads / kvHeads;
   const pairs = qRows * group;
-  const stored = storageRound(spec.kv);
-  const { q, out, lse } = buffers;
+  const { q, codes, scales, out, lse } = buffers;
   const segs = segmentsOf(sizes);
+  const firstTile: number[] = [];
+  segs.reduce((n, _, s) => (firstTile.push(n), n + segmentTiles(sizes, s)), 0);
   const tilesPerHead = Math.ceil(pairs / PAIRS);
   for (let g = 0; g < kvHeads; g++) {
+    const mu = scales.subarray(g * d, (g + 1) * d);
     for (let t = 0; t < tilesPerHead; t++) {
       const firstPair = t * PAIRS;
       const rowLo = Math.floor(firstPair / group);
@@ -565,51 +498,27 @@ function int8AttentionReference(
       const m = new Float64Array(PAIRS).fill(-3.0e38);
       const l = new Float64Array(PAIRS);
       const o = Array.from({ length: PAIRS }, () => new Float64Array(d));
-      let mu: Float64Array | null = null;
-      for (const seg of segs) {
+      segs.forEach((seg, s) => {
         const lo = Math.max(rowLo, seg.qStart);
         const hi = Math.min(rowHi + 1, seg.qEnd);
-        if (lo >= hi) continue;
+        if (lo >= hi) return;
         let keyEnd = seg.kvCount;
         if (seg.causal) keyEnd = Math.min(keyEnd, hi - 1 - seg.qStart + seg.diag + 1);
-        const [kb, vb] = seg.src === 0 ? [buffers.k0, buffers.v0] : [buffers.k1, buffers.v1];
         for (let t0 = 0; t0 < keyEnd; t0 += KEYS) {
           const count = Math.min(KEYS, keyEnd - t0);
-          const at = (j: number) => ((seg.kvStart + t0 + j) * kvHeads + g) * d;
-          if (!mu) {
-            mu = new Float64Array(d);
-            for (let c = 0; c < d; c++) {
-              let s = 0;
-              for (let j = 0; j < count; j++) s += stored(kb[at(j) + c]);
-              mu[c] = f(s / count);
-            }
-          }
-          let kTop = 0;
-          const vmax = new Float64Array(d);
-          for (let j = 0; j < count; j++) {
-            for (let c = 0; c < d; c++) {
-              kTop = Math.max(kTop, Math.abs(f(stored(kb[at(j) + c]) - mu[c])));
-              vmax[c] = Math.max(vmax[c], Math.abs(stored(vb[at(j) + c])));
-            }
-          }
-          const kInv = kTop === 0 ? 0 : f(QMAX / kTop);
-          const vs = Float64Array.from(vmax, (v) => f(v / QMAX));
+          const record = (firstTile[s] + t0 / KEYS) * kvHeads + g;
+          const at = record * recordWords(d);
           const kq = Array.from(
             { length: count },
-            (_, j) =>
-              Int8Array.from(
-                { length: d },
-                (_, c) => q8(f(f(stored(kb[at(j) + c]) - mu![c]) * kInv)),
-              ),
+            (_, j) => unpackInt8(codes, d, at + (j * d) / 4),
           );
           const vq = Array.from(
             { length: count },
-            (_, j) =>
-              Int8Array.from(
-                { length: d },
-                (_, c) => vs[c] === 0 ? 0 : q8(f(stored(vb[at(j) + c]) * f(1 / vs[c]))),
-              ),
+            (_, j) => unpackInt8(codes, d, at + ((KEYS + j) * d) / 4),
           );
+          const sBase = kvHeads * d + record * scaleStride(d);
+          const vs = scales.subarray(sBase, sBase + d);
+          const kScale = scales[sBase + d];
           for (let x = 0; x < PAIRS; x++) {
             const p = info[x];
             let myEnd = 0;
@@ -619,7 +528,7 @@ function int8AttentionReference(
             }
             const rowEnd = Math.min(myEnd - t0, count);
             if (rowEnd <= 0) continue;
-            const dq = f(f(qScales[x] * f(kTop / QMAX)) * scale);
+            const dq = f(f(qScales[x] * kScale) * scale);
             const scores = Array.from({ length: rowEnd }, (_, j) => {
               let dot = 0;
               for (let c = 0; c < d; c++) dot += qCodes[x][c] * kq[j][c];
@@ -637,12 +546,12 @@ function int8AttentionReference(
             }
           }
         }
-      }
+      });
       for (let x = 0; x < PAIRS; x++) {
         const p = info[x];
         if (!p.valid) continue;
         let qmu = 0;
-        if (mu) { for (let c = 0; c < d; c++) qmu += q[p.qRow * d + c] * mu[c]; }
+        for (let c = 0; c < d; c++) qmu += q[p.qRow * d + c] * mu[c];
         const row = (outOffset + p.i) * heads + p.hq;
         const fresh = m[x] + Math.log(l[x]) + scale * qmu;
         if (!spec.accumulate) {

@@ -20,6 +20,7 @@ import { fillRandom } from "./fill_random.ts";
 import { quantize } from "./quantize.ts";
 import { int8Matmul } from "./int8_matmul.ts";
 import { int8Attention } from "./int8_attention.ts";
+import { kvQuantize } from "./kv_quantize.ts";
 
 export type * from "./kernel.ts";
 export { embed, type EmbedSpec } from "./embed.ts";
@@ -43,6 +44,7 @@ export type { NoSpec } from "./_no_spec.ts";
 export { packedStride, quantize, type QuantizeSpec } from "./quantize.ts";
 export { INT8_TILES, int8Matmul, type Int8MatmulSpec } from "./int8_matmul.ts";
 export { int8Attention, type Int8AttentionSpec } from "./int8_attention.ts";
+export { kvQuantize, type KvQuantizeSpec } from "./kv_quantize.ts";
 
 /** Every kernel family, keyed by its `name` (the name plans use in kernel ids). */
 export const kernelFamilies = {
@@ -65,6 +67,7 @@ export const kernelFamilies = {
   quantize,
   int8_matmul: int8Matmul,
   int8_attention: int8Attention,
+  kv_quantize: kvQuantize,
 } as const;
 
 /** Name of a kernel family, as plans spell it. */
@@ -74,7 +77,10 @@ export type KernelFamilyName = keyof typeof kernelFamilies;
 export type SpecOf<N extends KernelFamilyName> = (typeof kernelFamilies)[N] extends
   KernelFamily<infer S> ? S : never;
 
-/** Families that compute attention (same bindings, sizes and FLOPs; int8 or f32 products). */
+/**
+ * Families that compute attention (same sizes and FLOPs; f32 products, or int8 ones on K and V that
+ * kv_quantize prepared).
+ */
 export const ATTENTION_FAMILIES: ReadonlySet<string> = new Set(["attention", "int8_attention"]);
 
 /** Families that compute a GEMM `C = A·Bᵀ` with sizes M, N, K and the weight bound as `b`. */

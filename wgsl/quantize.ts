@@ -36,6 +36,15 @@ const WORKGROUP = 256;
 /** The largest magnitude a quantised value takes (symmetric: −127 … 127, never −128). */
 export const QMAX = 127;
 
+/** WGSL `fn pack4(v) -> i32`: four values rounded (ties to even), clamped to ±127, packed. */
+export const PACK4_WGSL = `
+fn pack4(v: vec4<f32>) -> i32 {
+  let t = vec4<i32>(clamp(round(v), vec4<f32>(-${QMAX}.0), vec4<f32>(${QMAX}.0)));
+  let b = vec4<u32>(t) & vec4<u32>(0xffu);
+  return bitcast<i32>(b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u));
+}
+`;
+
 /** Words per packed row of `cols` int8 values: whole 16-byte vectors, as the GEMM loads them. */
 export function packedStride(cols: number): number {
   return Math.ceil(cols / 16) * 4;
@@ -66,7 +75,7 @@ export const quantize: KernelFamily<QuantizeSpec> = {
     ];
     const s = smoothWgsl(spec);
     const code = `${paramsWgsl(FIELDS)}${declareBindings(bindings)}
-${storageLoader("x", spec.input)}
+${storageLoader("x", spec.input)}${PACK4_WGSL}
 var<workgroup> partial: array<f32, ${WORKGROUP}>;
 
 fn value(base: u32, c: u32) -> f32 {
@@ -95,11 +104,7 @@ fn main(${ENTRY_BUILTINS}) {
   for (var w = lid; w < params.qStride; w += ${WORKGROUP}u) {
     let c = 4u * w;
     let v = vec4<f32>(value(base, c), value(base, c + 1u), value(base, c + 2u), value(base, c + 3u));
-    let t = vec4<i32>(clamp(round(v * inv), vec4<f32>(-${QMAX}.0), vec4<f32>(${QMAX}.0)));
-    let bytes = vec4<u32>(t) & vec4<u32>(0xffu);
-    q[r * params.qStride + w] = bitcast<i32>(
-      bytes.x | (bytes.y << 8u) | (bytes.z << 16u) | (bytes.w << 24u),
-    );
+    q[r * params.qStride + w] = pack4(v * inv);
   }
 }
 `;

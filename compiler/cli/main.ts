@@ -32,7 +32,7 @@ options:
   --int8   int8 tensor-core kernels (needs --backend dawn in run and bench; the subgroup-matrix
            shape comes from the adapter). compile opens no GPU: it takes --int8-matrix MxNxK
            (default 16x16x32 on subgroups of 32, NVIDIA's), or the adapter's with --backend dawn
-  --int8-attention f32|int8   attention on the f32 kernel (default: faster on the H100) or int8
+  --int8-attention int8|f32   attention on the int8 tensor cores (default: faster on the H100) or f32
   --no-int8-reference   bench prefill --int8: skip the extra f32 prefill its logit error needs`;
 
 const EXPECTED = [

@@ -45,6 +45,19 @@ Deno.test("int8 plans: W8A8 GEMMs and int8 attention in prefill, weights quantis
   assert.ok(
     !prefill.has("attention") || prefill.get("attention")! < prefill.get("int8_attention")!,
   );
+  // Each int8 attention dispatch reads K and V that kv_quantize prepared for it, just before.
+  assert.equal(prefill.get("kv_quantize"), prefill.get("int8_attention"));
+  for (const phase of p.programs.prefill!.phases) {
+    for (const steps of phase.steps) {
+      steps.forEach((step, i) => {
+        if (p.kernels[step.kernel].family !== "int8_attention") return;
+        const before = steps[i - 1];
+        assert.equal(p.kernels[before.kernel].family, "kv_quantize");
+        assert.equal(before.bind.codes, step.bind.codes);
+        assert.deepEqual(before.sizes, step.sizes);
+      });
+    }
+  }
   assert.ok((prefill.get("int8_matmul") ?? 0) > 0);
   // The LM head stays f32: one matmul per host in prefill.
   assert.equal(prefill.get("matmul"), 2);

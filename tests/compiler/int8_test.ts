@@ -83,9 +83,9 @@ function refusal(adapter: Int8Adapter, pattern: RegExp): void {
   assert.ok(!e.message.includes("\n"), "one line");
 }
 
-Deno.test("int8 choice: the H100 gets i8 16x16x32 on subgroups of 32, attention f32", () => {
-  assert.deepEqual(chooseInt8(H100), { ...NVIDIA_INT8, attention: "f32" });
-  assert.deepEqual(chooseInt8(H100, { attention: "int8" }).attention, "int8");
+Deno.test("int8 choice: the H100 gets i8 16x16x32 on subgroups of 32, attention int8", () => {
+  assert.deepEqual(chooseInt8(H100), { ...NVIDIA_INT8, attention: "int8" });
+  assert.deepEqual(chooseInt8(H100, { attention: "f32" }).attention, "f32");
   // Order of the report does not matter: N = 16 is preferred wherever it is listed.
   const reversed = { ...H100, subgroupMatrixConfigs: [...H100.subgroupMatrixConfigs!].reverse() };
   assert.deepEqual(chooseInt8(reversed).matrix, { m: 16, n: 16, k: 32 });
@@ -152,14 +152,14 @@ Deno.test("int8 choice: subgroups other than exactly 32 are refused", () => {
 });
 
 Deno.test("int8 without an adapter: NVIDIA's default, --int8-matrix, and bad shapes", () => {
-  assert.deepEqual(int8Without(), { ...NVIDIA_INT8, attention: "f32" });
+  assert.deepEqual(int8Without(), { ...NVIDIA_INT8, attention: "int8" });
   assert.deepEqual(int8Without({ matrix: parseMatrix("16x8x32") }).matrix, { m: 16, n: 8, k: 32 });
   assert.deepEqual(parseMatrix("16×16×32"), { m: 16, n: 16, k: 32 });
   throwsWith(() => parseMatrix("16x16"), Int8UnavailableError, "MxNxK");
   thrown(() => int8Without({ matrix: { m: 8, n: 8, k: 8 } }));
   assert.equal(
-    int8Text(int8Without({ attention: "int8" })),
-    "int8 16x16x32 on subgroups of 32, attention int8",
+    int8Text(int8Without({ attention: "f32" })),
+    "int8 16x16x32 on subgroups of 32, attention f32",
   );
   assert.equal(int8Text(null), "off");
 });
@@ -174,8 +174,8 @@ Deno.test("int8 of a plan: checked against the adapter that runs it", () => {
 Deno.test("int8 command line: --int8, --int8-matrix, --int8-attention", () => {
   const values = (args: string[]) => parse(args).values;
   assert.equal(int8From(values([])), null);
-  assert.deepEqual(int8From(values(["--int8"])), { ...NVIDIA_INT8, attention: "f32" });
-  assert.deepEqual(int8From(values(["--int8", "--int8-attention", "int8"]))!.attention, "int8");
+  assert.deepEqual(int8From(values(["--int8"])), { ...NVIDIA_INT8, attention: "int8" });
+  assert.deepEqual(int8From(values(["--int8", "--int8-attention", "f32"]))!.attention, "f32");
   assert.deepEqual(int8From(values(["--int8", "--int8-matrix", "16x8x32"]))!.matrix.n, 8);
   // With an adapter, the adapter decides.
   const narrow = { ...H100, subgroupMatrixConfigs: [i8(16, 8, 32)] };
@@ -190,7 +190,7 @@ Deno.test("int8 command line: --int8, --int8-matrix, --int8-attention", () => {
   );
   assert.deepEqual(lowerOptionsFrom(values(["--int8"]), { tokens: 64 }, H100).int8, {
     ...NVIDIA_INT8,
-    attention: "f32",
+    attention: "int8",
   });
   assert.equal(lowerOptionsFrom(values([]), { tokens: 64 }).int8, undefined);
 });

@@ -16,6 +16,8 @@ import {
 } from "../../wgsl/quantize.ts";
 import { INT8_TILES, int8Matmul, type Int8MatmulSpec } from "../../wgsl/int8_matmul.ts";
 import { int8Attention } from "../../wgsl/int8_attention.ts";
+import { kvQuantize } from "../../wgsl/kv_quantize.ts";
+import { kvTileLengths } from "../../wgsl/_kv_tiles.ts";
 import { attention } from "../../wgsl/attention.ts";
 import { floats } from "./_check.ts";
 
@@ -167,14 +169,24 @@ Deno.test("int8_attention reference stays within 3% of exact attention, K with a
     lse: new Float64Array(qRows * heads),
   };
   const exact = Object.fromEntries(Object.entries(buffers).map(([n, v]) => [n, v.slice()]));
-  int8Attention.reference({ headDim: d, kv: "f32", matrixN: 16, subgroupSize: 32 }, sizes, buffers);
+  const lengths = kvTileLengths(sizes, d);
+  const quantised = {
+    ...buffers,
+    codes: new Float64Array(lengths.codes),
+    scales: new Float64Array(lengths.scales),
+  };
+  kvQuantize.reference({ headDim: d, kv: "f32" }, sizes, quantised);
+  const spec = { headDim: d, kv: "f32" as const, matrixN: 16, subgroupSize: 32 };
+  int8Attention.reference(spec, sizes, quantised);
   attention.reference({ headDim: d, kv: "f32" }, sizes, exact);
   let num = 0;
   let den = 0;
   for (let i = 0; i < exact.out.length; i++) {
-    num = Math.max(num, Math.abs(buffers.out[i] - exact.out[i]));
+    num = Math.max(num, Math.abs(quantised.out[i] - exact.out[i]));
     den = Math.max(den, Math.abs(exact.out[i]));
   }
   assert(num / den < 0.03, `max relative error ${num / den}`);
-  for (let i = 0; i < exact.lse.length; i++) assert(Math.abs(buffers.lse[i] - exact.lse[i]) < 0.02);
+  for (let i = 0; i < exact.lse.length; i++) {
+    assert(Math.abs(quantised.lse[i] - exact.lse[i]) < 0.02);
+  }
 });

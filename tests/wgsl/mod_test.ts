@@ -6,7 +6,7 @@ import { grid2d } from "../../wgsl/_grid.ts";
 
 Deno.test("kernelFamilies is keyed by each family's own name", () => {
   for (const [name, family] of Object.entries(kernelFamilies)) equal(family.name, name);
-  equal(Object.keys(kernelFamilies).length, 19);
+  equal(Object.keys(kernelFamilies).length, 20);
 });
 
 Deno.test("kernelFamily finds families by name and names the known ones when it cannot", () => {
@@ -38,6 +38,7 @@ Deno.test("every kernel declares binding 0 as params and its storage bindings fr
       activation: "silu",
     },
     int8_attention: { headDim: 128, kv: "f16", matrixN: 16, subgroupSize: 32 },
+    kv_quantize: { headDim: 96, kv: "f16" },
   };
   // Tensor-core families exist only on Dawn with subgroup matrices; every other one runs anywhere.
   const dawnOnly = new Set(["int8_matmul", "int8_attention"]);
