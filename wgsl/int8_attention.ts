@@ -135,7 +135,7 @@ var<workgroup> rowInv: array<f32, ${PAIRS}>;
 
 @compute @workgroup_size(${THREADS})
 fn main(${ENTRY_BUILTINS}) {
-${pairBlock(PAIRS, "first")}
+${pairBlock(PAIRS, "last")}
   let sg = lid / ${S}u;
   let lane = lid % ${S}u;
   // Softmax and output ownership: lane pair (2r, 2r+1) holds row r of this subgroup's block.
@@ -191,22 +191,45 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
     // Keys [0, keyEnd) are visible to some pair of this workgroup; [0, myEnd) to this one.
     let keyEnd = seg_keys(seg, hi - 1u);
     let myEnd = select(0i, seg_keys(seg, i), valid);
+    // Each tile's codes are loaded into registers while the tile before it is computed.
+${
+    lines((KEYS * d16) / THREADS, (u) =>
+      `    var kNext${u}: vec4<i32>;
+    var vNext${u}: vec4<i32>;`)
+  }
+    if (keyEnd > 0i) {
+      let codeAt = (segTile * params.kvHeads + g) * ${recordWords(d) / 4}u;
+${
+    lines((KEYS * d16) / THREADS, (u) =>
+      `      kNext${u} = codes[codeAt + lid + ${u * THREADS}u];
+      vNext${u} = codes[codeAt + ${KEYS * d16 + u * THREADS}u + lid];`)
+  }
+    }
     for (var t0 = 0i; t0 < keyEnd; t0 += ${KEYS}i) {
       let record = (segTile + u32(t0) / ${KEYS}u) * params.kvHeads + g;
-      let codeAt = record * ${recordWords(d) / 4}u;
       workgroupBarrier();
-      // Copy the tile's K and V codes into rows padded to ${mem.rowWords} words.
-      for (var x = lid; x < ${KEYS * d16}u; x += ${THREADS}u) {
-        let at = (x / ${d16}u) * ${mem.rowWords}u + 4u * (x % ${d16}u);
-        let kw = codes[codeAt + x];
-        let vw = codes[codeAt + ${KEYS * d16}u + x];
+      // Store the tile's K and V codes into rows padded to ${mem.rowWords} words.
 ${
-    lines(4, (e) =>
-      `        tile[${mem.kTile}u + at + ${e}u] = kw[${e}];
-        tile[${mem.vTile}u + at + ${e}u] = vw[${e}];`)
+    lines((KEYS * d16) / THREADS, (u) =>
+      `      {
+        let x = lid + ${u * THREADS}u;
+        let at = (x / ${d16}u) * ${mem.rowWords}u + 4u * (x % ${d16}u);
+${
+        lines(4, (e) =>
+          `        tile[${mem.kTile}u + at + ${e}u] = kNext${u}[${e}];
+        tile[${mem.vTile}u + at + ${e}u] = vNext${u}[${e}];`)
+      }
+      }`)
+  }
+      workgroupBarrier();
+      if (t0 + ${KEYS}i < keyEnd) {
+        let codeAt = (record + params.kvHeads) * ${recordWords(d) / 4}u;
+${
+    lines((KEYS * d16) / THREADS, (u) =>
+      `        kNext${u} = codes[codeAt + lid + ${u * THREADS}u];
+        vNext${u} = codes[codeAt + ${KEYS * d16 + u * THREADS}u + lid];`)
   }
       }
-      workgroupBarrier();
       // S = Q·Kᵀ for this subgroup's block.
       let scratch = ${mem.scratch}u + sg * ${mem.scratchWords}u;
 ${
