@@ -256,38 +256,41 @@ ${lines(d / 32, (k) => `      let vs${k} = scales[sBase + lane + ${32 * k}u] / $
       let rowEnd = myEnd - t0 - i32(half * 32u);
       let rot = (r >> 3u) | (half << 1u);
       let sRow = scratch + r * ${SST}u + half * 32u;
-      // Scores are integers times dq ≥ 0: the largest integer gives the largest score.
-      var topCode = 0i;
-      var seen = false;
-      for (var w = 0u; w < 8u; w++) {
-        for (var e = 0u; e < 4u; e++) {
-          let k = 4u * w + ((e + rot) & 3u);
-          if (i32(k) < rowEnd) {
-            let code = tile[sRow + k];
-            topCode = select(code, max(topCode, code), seen);
-            seen = true;
-          }
-        }
-      }
-      var top = select(-3.0e38, f32(topCode) * dq, seen);
+      // Each of the lane's 32 scores is read once, every load issued before the first use (two
+      // dependent passes of reads were a third of the kernel's time). Scores are integers times
+      // dq ≥ 0, so the largest code gives the largest score; codes past the row's end are masked
+      // to the smallest i32.
+${lines(4, (e) => `      let at${e} = (${e}u + rot) & 3u;`)}
+${
+    lines(32, (x) =>
+      `      let c${x} = select(-2147483647i, tile[sRow + ${4 * (x >> 2)}u + at${x & 3}], i32(${
+        4 * (x >> 2)
+      }u + at${x & 3}) < rowEnd);`)
+  }
+      let topCode = ${maxTree(Array.from({ length: 32 }, (_, x) => `c${x}`))};
+      var top = select(-3.0e38, f32(topCode) * dq, rowEnd > 0);
       top = max(top, subgroupShuffleXor(top, 1u));
       let mNew = max(m, top);
       let corr = exp(m - mNew);
       var sum = 0.0;
       let pRow = ${mem.pTile}u + sg * ${BLOCK * mem.pWords}u + r * ${mem.pWords}u + half * 8u;
-      for (var w = 0u; w < 8u; w++) {
+${
+    lines(8, (w) =>
+      `      {
         var word = 0u;
-        for (var e = 0u; e < 4u; e++) {
-          let at = (e + rot) & 3u;
-          let k = 4u * w + at;
-          if (i32(k) < rowEnd) {
-            let p = round(exp(f32(tile[sRow + k]) * dq - mNew) * ${QMAX}.0);
-            sum += p;
-            word |= u32(p) << (8u * at);
-          }
-        }
-        tile[pRow + w] = bitcast<i32>(word);
+${
+        lines(4, (e) => {
+          const x = 4 * w + e;
+          return `        let p${x} = select(0.0, round(exp(f32(c${x}) * dq - mNew) * ${QMAX}.0), i32(${
+            4 * w
+          }u + at${e}) < rowEnd);
+        sum += p${x};
+        word |= u32(p${x}) << (8u * at${e});`;
+        })
       }
+        tile[pRow + ${w}u] = bitcast<i32>(word);
+      }`)
+  }
       sum += subgroupShuffleXor(sum, 1u);
       if (rowEnd + i32(half * 32u) > 0) {
         l = l * corr + sum / ${QMAX}.0;
@@ -419,6 +422,13 @@ ${
     }
   }`)
   }`;
+}
+
+/** WGSL `max` of the expressions, as a balanced tree (short dependency chains). */
+function maxTree(xs: string[]): string {
+  if (xs.length === 1) return xs[0];
+  const h = xs.length >> 1;
+  return `max(${maxTree(xs.slice(0, h))}, ${maxTree(xs.slice(h))})`;
 }
 
 /**
