@@ -4,7 +4,9 @@
 // Tiles: each segment's visible keys (up to the diagonal of its last row) in runs of KV_TILE from
 // its first key, the segments' tiles numbered one after another. Per (tile T, KV head g):
 // - `codes` (i32 words, four int8 each): record (T·kvHeads + g) of 2·KV_TILE·d/4 words, the K
-//   codes of the tile's keys (d/4 words a key), then the V codes; keys past the segment's end are 0.
+//   codes of the tile's keys (d/4 words a key), then the V codes transposed (KV_TILE/4 words a
+//   channel, so that P·V loads V column-major like K: a row-major int8 load has to transpose
+//   bytes); keys past the segment's end are 0.
 // - `scales` (f32): μ, the K shift, for every KV head first (kvHeads·d); then per record d + 4
 //   floats: V's scale per channel, K's scale, three unused (keeping records 16-byte aligned).
 

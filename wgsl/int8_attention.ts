@@ -95,11 +95,11 @@ function check(spec: Int8AttentionSpec): void {
 // Workgroup-memory layout, in i32 words.
 function memory(spec: Int8AttentionSpec) {
   const d = spec.headDim;
-  const rowWords = (d + PAD) / 4; // one key of the K or V tile
-  const pWords = (KEYS + PAD) / 4; // one pair's row of P
+  const rowWords = (d + PAD) / 4; // one key of the K tile
+  const pWords = (KEYS + PAD) / 4; // one pair's row of P, one channel's row of Vᵀ
   const kTile = 0;
-  const vTile = KEYS * rowWords;
-  const scratch = 2 * KEYS * rowWords; // per subgroup: BLOCK × SST i32 (S, then P·V strips)
+  const vTile = KEYS * rowWords; // V transposed: d rows of pWords
+  const scratch = vTile + d * pWords; // per subgroup: BLOCK × SST i32 (S, then P·V strips)
   const scratchWords = BLOCK * SST;
   const pTile = scratch + 4 * scratchWords; // per subgroup: BLOCK × pWords
   const total = pTile + 4 * BLOCK * pWords;
@@ -208,16 +208,17 @@ ${
     for (var t0 = 0i; t0 < keyEnd; t0 += ${KEYS}i) {
       let record = (segTile + u32(t0) / ${KEYS}u) * params.kvHeads + g;
       workgroupBarrier();
-      // Store the tile's K and V codes into rows padded to ${mem.rowWords} words.
+      // Store the tile's codes into padded rows: K's of ${mem.rowWords} words, Vᵀ's of ${mem.pWords}.
 ${
     lines((KEYS * d16) / THREADS, (u) =>
       `      {
         let x = lid + ${u * THREADS}u;
-        let at = (x / ${d16}u) * ${mem.rowWords}u + 4u * (x % ${d16}u);
+        let kAt = (x / ${d16}u) * ${mem.rowWords}u + 4u * (x % ${d16}u);
+        let vAt = ${mem.vTile}u + (x / ${KEYS / 16}u) * ${mem.pWords}u + 4u * (x % ${KEYS / 16}u);
 ${
         lines(4, (e) =>
-          `        tile[${mem.kTile}u + at + ${e}u] = kNext${u}[${e}];
-        tile[${mem.vTile}u + at + ${e}u] = vNext${u}[${e}];`)
+          `        tile[kAt + ${e}u] = kNext${u}[${e}];
+        tile[vAt + ${e}u] = vNext${u}[${e}];`)
       }
       }`)
   }
@@ -314,11 +315,9 @@ ${
             lines(KEYS / 32, (kk) =>
               `          acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<${left}, row_major>(&tile, ${mem.pTile}u + sg * ${
                 BLOCK * mem.pWords
-              }u + ${
-                kk * 8
-              }u, ${mem.pWords}u), subgroupMatrixLoad<${right}, row_major>(&tile, ${mem.vTile}u + ${
-                kk * 32
-              }u * ${mem.rowWords}u + ${(b * n) / 4}u, ${mem.rowWords}u), acc);`)
+              }u + ${kk * 8}u, ${mem.pWords}u), subgroupMatrixLoad<${right}, col_major>(&tile, ${
+                mem.vTile + b * n * mem.pWords + kk * 8
+              }u, ${mem.pWords}u), acc);`)
           }
           subgroupMatrixStore<row_major>(&tile, scratch + ${
             (b - strip * keyBlocks) * n
@@ -545,9 +544,10 @@ function int8AttentionReference(
             { length: count },
             (_, j) => unpackInt8(codes, d, at + (j * d) / 4),
           );
-          const vq = Array.from(
-            { length: count },
-            (_, j) => unpackInt8(codes, d, at + ((KEYS + j) * d) / 4),
+          // V is stored transposed: a row of KEYS codes per channel.
+          const vt = Array.from(
+            { length: d },
+            (_, c) => unpackInt8(codes, count, at + (KEYS * d) / 4 + (c * KEYS) / 4),
           );
           const sBase = kvHeads * d + record * scaleStride(d);
           const vs = scales.subarray(sBase, sBase + d);
@@ -574,7 +574,7 @@ function int8AttentionReference(
             m[x] = mNew;
             for (let c = 0; c < d; c++) {
               let pv = 0;
-              for (let j = 0; j < rowEnd; j++) pv += pq[j] * vq[j][c];
+              for (let j = 0; j < rowEnd; j++) pv += pq[j] * vt[c][j];
               o[x][c] = o[x][c] * corr + (pv * vs[c]) / QMAX;
             }
           }

@@ -19,6 +19,7 @@ import { ENTRY_BUILTINS, FLAT_GROUP, grid2d } from "./_grid.ts";
 import { ATTENTION_FIELDS, attentionBindings, segmentWgsl } from "./_segments.ts";
 import { attention } from "./attention.ts";
 import { PACK4_WGSL, packInt8, QMAX, roundHalfEven } from "./quantize.ts";
+import { lines } from "./_lines.ts";
 import {
   KV_TILE,
   kvTiles,
@@ -174,18 +175,29 @@ fn main(${ENTRY_BUILTINS}) {
   if (lid == 0u) { scales[sBase + ${d}u] = kTop / ${QMAX}.0; }
   let kInv = select(${QMAX}.0 / kTop, 0.0, kTop == 0.0);
 
-  // Codes, keys past the segment's end as zeros.
+  // Codes, keys past the segment's end as zeros: K a key a row, V a channel a row.
   let kRec = record * ${recordWords(d)}u;
   for (var j = kg; stager && j < ${KV_TILE}u; j += ${S}u) {
     var kq = 0;
-    var vq = 0;
-    if (j < count) {
-      let row = first + j * params.kvHeads;
-      kq = pack4((k_vec(seg.src, row, cw) - mu[cw]) * kInv);
-      vq = pack4(v_vec(seg.src, row, cw) * vInv[cw]);
-    }
+    if (j < count) { kq = pack4((k_vec(seg.src, first + j * params.kvHeads, cw) - mu[cw]) * kInv); }
     codes[kRec + j * ${d4}u + cw] = kq;
-    codes[kRec + ${KV_TILE * d4}u + j * ${d4}u + cw] = vq;
+  }
+  // V: each invocation packs a block of four keys by four channels into four words.
+  let vRec = kRec + ${KV_TILE * d4}u;
+  for (var b = lid; b < ${(KV_TILE / 4) * d4}u; b += ${THREADS}u) {
+    let j0 = 4u * (b / ${d4}u);
+    let c4 = b % ${d4}u;
+${
+    lines(4, (i) =>
+      `    var v${i} = vec4<f32>();
+    if (j0 + ${i}u < count) { v${i} = v_vec(seg.src, first + (j0 + ${i}u) * params.kvHeads, c4) * vInv[c4]; }`)
+  }
+${
+    lines(4, (e) =>
+      `    codes[vRec + (4u * c4 + ${e}u) * ${
+        KV_TILE / 4
+      }u + j0 / 4u] = pack4(vec4<f32>(v0[${e}], v1[${e}], v2[${e}], v3[${e}]));`)
+  }
   }
 }
 `;
@@ -275,16 +287,19 @@ export const kvQuantize: KernelFamily<KvQuantizeSpec> = {
           const kRec = record * recordWords(d);
           for (let j = 0; j < KV_TILE; j++) {
             const kCodes = new Int8Array(d);
-            const vCodes = new Int8Array(d);
             if (j < count) {
               const k = row(j);
-              for (let c = 0; c < d; c++) {
-                kCodes[c] = q8(f(f(k(c) - mu[c]) * kInv));
-                vCodes[c] = vs[c] === 0 ? 0 : q8(f(vAt(j, c) * f(1 / vs[c])));
-              }
+              for (let c = 0; c < d; c++) kCodes[c] = q8(f(f(k(c) - mu[c]) * kInv));
             }
             codes.set(packInt8(kCodes, d / 4), kRec + (j * d) / 4);
-            codes.set(packInt8(vCodes, d / 4), kRec + (KV_TILE * d) / 4 + (j * d) / 4);
+          }
+          for (let c = 0; c < d; c++) {
+            const vInv = vs[c] === 0 ? 0 : f(1 / vs[c]);
+            const vCodes = Int8Array.from(
+              { length: KV_TILE },
+              (_, j) => j < count ? q8(f(vAt(j, c) * vInv)) : 0,
+            );
+            codes.set(packInt8(vCodes, KV_TILE / 4), kRec + (KV_TILE * d) / 4 + (c * KV_TILE) / 4);
           }
         }
       }

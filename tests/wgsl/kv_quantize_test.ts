@@ -94,9 +94,15 @@ Deno.test("kv_quantize's reference: codes and scales rebuild K − μ and V with
   const record = 2 * 2 + 1;
   const sBase = 2 * d + record * (d + 4);
   const kScale = scales[sBase + d];
+  const kAt = record * 2 * KV_TILE * (d / 4);
+  // V is stored transposed, a row of KV_TILE codes per channel.
+  const vt = Array.from(
+    { length: d },
+    (_, c) => unpackInt8(codes, KV_TILE, kAt + (KV_TILE * d) / 4 + (c * KV_TILE) / 4),
+  );
   for (let j = 0; j < KV_TILE; j++) {
-    const k = unpackInt8(codes, d, record * 2 * KV_TILE * (d / 4) + (j * d) / 4);
-    const v = unpackInt8(codes, d, record * 2 * KV_TILE * (d / 4) + ((KV_TILE + j) * d) / 4);
+    const k = unpackInt8(codes, d, kAt + (j * d) / 4);
+    const v = vt.map((row) => row[j]);
     for (let c = 0; c < d; c++) {
       if (j >= 29) {
         ok(k[c] === 0 && v[c] === 0);
