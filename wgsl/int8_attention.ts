@@ -207,8 +207,9 @@ ${
     }
     for (var t0 = 0i; t0 < keyEnd; t0 += ${KEYS}i) {
       let record = (segTile + u32(t0) / ${KEYS}u) * params.kvHeads + g;
-      workgroupBarrier();
       // Store the tile's codes into padded rows: K's of ${mem.rowWords} words, Vᵀ's of ${mem.pWords}.
+      // (No barrier before: every read of the last tile's codes came before the barrier after
+      // its last P·V products.)
 ${
     lines((KEYS * d16) / THREADS, (u) =>
       `      {
@@ -336,13 +337,17 @@ ${
             row * SST - strip * KEYS + 32 * (e % per)
           }u + lane]) * vs${e % per};`;
         }).split("\n").filter((x) => x).join("\n")
-      }
-        workgroupBarrier();
+      }${
+        // The next strip overwrites the scratch; after the last one, the next tile's barriers
+        // keep it until this update has read it.
+        strip < pvStrips - 1 ? "\n        workgroupBarrier();" : ""}
       }`;
     })
   }
     }
   }
+  // The epilogue rewrites rowCorr, which the last output update read.
+  workgroupBarrier();
   // Epilogue: out = O / l, lse = m + log l + scale·q·μ (the shift μ took out of every score).
   var qmu = 0.0;
   if (valid) {
