@@ -119,8 +119,17 @@ function generateCode(spec: Int8AttentionSpec): string {
   const keyBlocks = KEYS / n; // result matrices across a key tile
   const chanBlocks = d / n; // result matrices across the head
   const perLane = (BLOCK * d) / S; // output accumulators per lane
-  const d16 = d / 16; // 16-byte vectors of codes per key
-  const vectors = { q: "vec4<f32>", codes: "vec4<i32>", out: "vec4<f32>" };
+  const vectors = { q: "vec4<f32>", out: "vec4<f32>" };
+  // Words of K (and of V) each invocation copies per tile, and their loads.
+  const words = (KEYS * d) / 4 / THREADS;
+  const loads = (indent: string) =>
+    lines(
+      words,
+      (u) =>
+        `${indent}kNext${u} = codes[codeAt + lid + ${
+          u * THREADS
+        }u];\n${indent}vNext${u} = codes[codeAt + ${(KEYS * d) / 4 + u * THREADS}u + lid];`,
+    );
   const pvStrips = Math.ceil(chanBlocks / keyBlocks); // P·V results spilled KEYS columns at a time
   return `enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -191,19 +200,17 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
     // Keys [0, keyEnd) are visible to some pair of this workgroup; [0, myEnd) to this one.
     let keyEnd = seg_keys(seg, hi - 1u);
     let myEnd = select(0i, seg_keys(seg, i), valid);
-    // Each tile's codes are loaded into registers while the tile before it is computed.
+    // Each tile's codes are loaded into registers while the tile before it is computed, a word
+    // per invocation at a time: consecutive invocations store consecutive words of a row, in
+    // distinct banks (vector loads would leave each store instruction 4-way conflicted).
 ${
-    lines((KEYS * d16) / THREADS, (u) =>
-      `    var kNext${u}: vec4<i32>;
-    var vNext${u}: vec4<i32>;`)
+    lines(words, (u) =>
+      `    var kNext${u} = 0;
+    var vNext${u} = 0;`)
   }
     if (keyEnd > 0i) {
-      let codeAt = (segTile * params.kvHeads + g) * ${recordWords(d) / 4}u;
-${
-    lines((KEYS * d16) / THREADS, (u) =>
-      `      kNext${u} = codes[codeAt + lid + ${u * THREADS}u];
-      vNext${u} = codes[codeAt + ${KEYS * d16 + u * THREADS}u + lid];`)
-  }
+      let codeAt = (segTile * params.kvHeads + g) * ${recordWords(d)}u;
+${loads("      ")}
     }
     for (var t0 = 0i; t0 < keyEnd; t0 += ${KEYS}i) {
       let record = (segTile + u32(t0) / ${KEYS}u) * params.kvHeads + g;
@@ -211,26 +218,18 @@ ${
       // (No barrier before: every read of the last tile's codes came before the barrier after
       // its last P·V products.)
 ${
-    lines((KEYS * d16) / THREADS, (u) =>
-      `      {
-        let x = lid + ${u * THREADS}u;
-        let kAt = (x / ${d16}u) * ${mem.rowWords}u + 4u * (x % ${d16}u);
-        let vAt = ${mem.vTile}u + (x / ${KEYS / 16}u) * ${mem.pWords}u + 4u * (x % ${KEYS / 16}u);
-${
-        lines(4, (e) =>
-          `        tile[kAt + ${e}u] = kNext${u}[${e}];
-        tile[vAt + ${e}u] = vNext${u}[${e}];`)
-      }
-      }`)
+    lines(words, (u) =>
+      `      tile[((lid + ${u * THREADS}u) / ${d4}u) * ${mem.rowWords}u + (lid + ${
+        u * THREADS
+      }u) % ${d4}u] = kNext${u};
+      tile[${mem.vTile}u + ((lid + ${u * THREADS}u) / ${KEYS / 4}u) * ${mem.pWords}u + (lid + ${
+        u * THREADS
+      }u) % ${KEYS / 4}u] = vNext${u};`)
   }
       workgroupBarrier();
       if (t0 + ${KEYS}i < keyEnd) {
-        let codeAt = (record + params.kvHeads) * ${recordWords(d) / 4}u;
-${
-    lines((KEYS * d16) / THREADS, (u) =>
-      `        kNext${u} = codes[codeAt + lid + ${u * THREADS}u];
-        vNext${u} = codes[codeAt + ${KEYS * d16 + u * THREADS}u + lid];`)
-  }
+        let codeAt = (record + params.kvHeads) * ${recordWords(d)}u;
+${loads("        ")}
       }
       // S = Q·Kᵀ for this subgroup's block.
       let scratch = ${mem.scratch}u + sg * ${mem.scratchWords}u;
