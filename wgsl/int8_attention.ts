@@ -122,14 +122,18 @@ function generateCode(spec: Int8AttentionSpec): string {
   const vectors = { q: "vec4<f32>", out: "vec4<f32>" };
   // Words of K (and of V) each invocation copies per tile, and their loads.
   const words = (KEYS * d) / 4 / THREADS;
-  const loads = (indent: string) =>
-    lines(
-      words,
-      (u) =>
+  // With the codes of a tile come its K scale and this lane's V scales.
+  const loads = (indent: string, record: string) =>
+    `${indent}let codeAt = (${record}) * ${recordWords(d)}u;
+${
+      lines(words, (u) =>
         `${indent}kNext${u} = codes[codeAt + lid + ${
           u * THREADS
-        }u];\n${indent}vNext${u} = codes[codeAt + ${(KEYS * d) / 4 + u * THREADS}u + lid];`,
-    );
+        }u];\n${indent}vNext${u} = codes[codeAt + ${(KEYS * d) / 4 + u * THREADS}u + lid];`)
+    }
+${indent}let sAt = params.kvHeads * ${d}u + (${record}) * ${scaleStride(d)}u;
+${indent}kScaleNext = scales[sAt + ${d}u];
+${lines(d / 32, (k) => `${indent}vsNext${k} = scales[sAt + lane + ${32 * k}u];`)}`;
   const pvStrips = Math.ceil(chanBlocks / keyBlocks); // P·V results spilled KEYS columns at a time
   return `enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -200,20 +204,25 @@ ${lines(perLane, (e) => `  var o${e} = 0.0;`)}
     // Keys [0, keyEnd) are visible to some pair of this workgroup; [0, myEnd) to this one.
     let keyEnd = seg_keys(seg, hi - 1u);
     let myEnd = select(0i, seg_keys(seg, i), valid);
-    // Each tile's codes are loaded into registers while the tile before it is computed, a word
-    // per invocation at a time: consecutive invocations store consecutive words of a row, in
-    // distinct banks (vector loads would leave each store instruction 4-way conflicted).
+    // Each tile's codes and scales are loaded into registers while the tile before it is
+    // computed, the codes a word per invocation at a time: consecutive invocations store
+    // consecutive words of a row, in distinct banks (vector loads would leave each store
+    // instruction 4-way conflicted).
 ${
     lines(words, (u) =>
       `    var kNext${u} = 0;
     var vNext${u} = 0;`)
   }
+    var kScaleNext = 0.0;
+${lines(d / 32, (k) => `    var vsNext${k} = 0.0;`)}
     if (keyEnd > 0i) {
-      let codeAt = (segTile * params.kvHeads + g) * ${recordWords(d)}u;
-${loads("      ")}
+${loads("      ", "segTile * params.kvHeads + g")}
     }
     for (var t0 = 0i; t0 < keyEnd; t0 += ${KEYS}i) {
       let record = (segTile + u32(t0) / ${KEYS}u) * params.kvHeads + g;
+      let dq = qScale * kScaleNext * params.scale;
+      // This lane's output columns lane + 32k: their V scales, with P's 1/127.
+${lines(d / 32, (k) => `      let vs${k} = vsNext${k} / ${QMAX}.0;`)}
       // Store the tile's codes into padded rows: K's of ${mem.rowWords} words, Vᵀ's of ${mem.pWords}.
       // (No barrier before: every read of the last tile's codes came before the barrier after
       // its last P·V products.)
@@ -228,8 +237,7 @@ ${
   }
       workgroupBarrier();
       if (t0 + ${KEYS}i < keyEnd) {
-        let codeAt = (record + params.kvHeads) * ${recordWords(d)}u;
-${loads("        ")}
+${loads("        ", "record + params.kvHeads")}
       }
       // S = Q·Kᵀ for this subgroup's block.
       let scratch = ${mem.scratch}u + sg * ${mem.scratchWords}u;
@@ -250,10 +258,6 @@ ${
       // Online softmax, two lanes a row (keys 32·half + 0..31); P quantised with the fixed scale
       // 1/127. Lanes visit a word's four keys in a rotated order, \`rot\`, so that the subgroup's 32
       // reads fall in 32 banks (row stride ≡ 4 words mod 32: 8 rows × 4 rotations).
-      let sBase = params.kvHeads * ${d}u + record * ${scaleStride(d)}u;
-      let dq = qScale * scales[sBase + ${d}u] * params.scale;
-      // This lane's output columns lane + 32k: their V scales, with P's 1/127.
-${lines(d / 32, (k) => `      let vs${k} = scales[sBase + lane + ${32 * k}u] / ${QMAX}.0;`)}
       let rowEnd = myEnd - t0 - i32(half * 32u);
       let rot = (r >> 3u) | (half << 1u);
       let sRow = scratch + r * ${SST}u + half * 32u;
