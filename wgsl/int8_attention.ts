@@ -305,7 +305,14 @@ ${
         rowCorr[sg * ${BLOCK}u + r] = 1.0;
       }
       workgroupBarrier();
-      // O = O·corr + (P·V)·vscale/127, ${keyBlocks} result columns of ${n} at a time.
+      // O = O·corr + (P·V)·vscale/127, ${keyBlocks} result columns of ${n} at a time; P's left
+      // matrices loaded once for all of them.
+${
+    lines(KEYS / 32, (kk) =>
+      `      let pm${kk} = subgroupMatrixLoad<${left}, row_major>(&tile, ${mem.pTile}u + sg * ${
+        BLOCK * mem.pWords
+      }u + ${kk * 8}u, ${mem.pWords}u);`)
+  }
 ${
     lines(pvStrips, (strip) => {
       const blocks = Array.from({ length: keyBlocks }, (_, b) => strip * keyBlocks + b)
@@ -317,9 +324,7 @@ ${
           var acc = zeroAcc;
 ${
             lines(KEYS / 32, (kk) =>
-              `          acc = subgroupMatrixMultiplyAccumulate(subgroupMatrixLoad<${left}, row_major>(&tile, ${mem.pTile}u + sg * ${
-                BLOCK * mem.pWords
-              }u + ${kk * 8}u, ${mem.pWords}u), subgroupMatrixLoad<${right}, col_major>(&tile, ${
+              `          acc = subgroupMatrixMultiplyAccumulate(pm${kk}, subgroupMatrixLoad<${right}, col_major>(&tile, ${
                 mem.vTile + b * n * mem.pWords + kk * 8
               }u, ${mem.pWords}u), acc);`)
           }
