@@ -86,7 +86,7 @@ export interface Int8Choice {
   /** Subgroup size. */
   subgroupSize: number;
   /**
-   * Attention's products: int8 on the tensor cores (kv_quantize + int8_attention: 110 TFLOP/s at 32K
+   * Attention's products: int8 on the tensor cores (kv_quantize + int8_attention: 112 TFLOP/s at 32K
    * on the H100, the f32 kernel 28) or f32; absent: f32.
    */
   attention?: "int8" | "f32";
