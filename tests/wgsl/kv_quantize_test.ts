@@ -120,3 +120,15 @@ Deno.test("kv_quantize's reference: codes and scales rebuild K − μ and V with
 Deno.test("kv_quantize takes the head sizes int8_attention takes", () => {
   throws(() => kvQuantize.generate({ headDim: 48, kv: "f16" }), /headDim 48 must be 32, 64, 96/);
 });
+
+gpuTest("kv_quantize with no visible keys dispatches nothing and writes nothing", async () => {
+  const segments: Segment[] = [
+    { src: 0, kvStart: 0, kvCount: 0, qStart: 0, qEnd: 40, causal: 0, diag: 0 },
+    { src: 1, kvStart: 4, kvCount: 30, qStart: 0, qEnd: 40, causal: 1, diag: -50 },
+  ];
+  const { sizes, buffers } = problem(32, 2, segments, 3, false);
+  equal(kvTiles(sizes), 0);
+  buffers.scales.fill(0.5);
+  const { gpu } = await runBoth(kvQuantize, { headDim: 32, kv: "f32" }, sizes, buffers);
+  ok(gpu.scales.every((x) => x === 0.5));
+});
