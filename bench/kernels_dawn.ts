@@ -211,19 +211,20 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
   }
   if (want("quantize")) {
     const rows = 8192;
-    const cols = 4096;
-    const spec = { input: "f32" as const, smooth: "none" as const };
-    const ms = await timeDispatch(device, "quantize", spec, {
-      rows,
-      cols,
-      xOffset: 0,
-      qStride: packedStride(cols),
-    });
-    timed({
-      what: `quantize ${rows}x${cols}`,
-      ms,
-      gbps: ((rows * cols * 5) / ms / 1e6).toFixed(0),
-    });
+    for (const cols of [4096, 14336]) {
+      const spec = { input: "f32" as const, smooth: "none" as const };
+      const ms = await timeDispatch(device, "quantize", spec, {
+        rows,
+        cols,
+        xOffset: 0,
+        qStride: packedStride(cols),
+      });
+      timed({
+        what: `quantize ${rows}x${cols}`,
+        ms,
+        gbps: ((rows * cols * 5) / ms / 1e6).toFixed(0),
+      });
+    }
   }
   if (want("attention")) {
     for (const tokens of [4096, 16384, 32768]) {
