@@ -25,7 +25,7 @@ import { kvQuantize } from "../wgsl/kv_quantize.ts";
 import { kvTileLengths } from "../wgsl/_kv_tiles.ts";
 import { packedStride, quantize, unpackInt8 } from "../wgsl/quantize.ts";
 import { attention } from "../wgsl/attention.ts";
-import type { HostBuffers, KernelFamily, Sizes } from "../wgsl/kernel.ts";
+import type { HostBuffers, KernelFamily, Sizes, StorageType } from "../wgsl/kernel.ts";
 
 type Row = Record<string, string | number | boolean>;
 
@@ -158,14 +158,14 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
     ] as const;
     for (const [d, kv, accumulate, matrixN] of cases) {
       if (!shapes.some((s) => s.n === matrixN)) continue;
-      const spec: Int8AttentionSpec = { headDim: d, kv, accumulate, matrixN, subgroupSize };
+      const spec: Int8AttentionSpec = { headDim: d, accumulate, matrixN, subgroupSize };
       record({
         kernel: "int8_attention",
         d,
         kv,
         accumulate,
         matrixN,
-        ...await attentionCheck(device, spec),
+        ...await attentionCheck(device, spec, kv),
       });
     }
   }
@@ -248,8 +248,8 @@ export async function kernelsDawnSuite(values: DawnBenchOptions = {}): Promise<n
         diag0: 0,
       };
       const flops = 4 * heads * d * (tokens * (tokens + 1)) / 2;
-      const i8spec = { headDim: d, kv: "f16" as const, matrixN: matrix.n, subgroupSize };
-      const { quantizeMs, attentionMs } = await timeInt8Attention(device, i8spec, sizes);
+      const i8spec = { headDim: d, matrixN: matrix.n, subgroupSize };
+      const { quantizeMs, attentionMs } = await timeInt8Attention(device, i8spec, "f16", sizes);
       timed({
         what: `kv_quantize + int8_attention causal ${tokens} (32/8 heads, d128, f16 KV)`,
         ms: quantizeMs + attentionMs,
@@ -392,7 +392,12 @@ async function gemmCheck(
   }
 }
 
-async function attentionCheck(device: GPUDevice, spec: Int8AttentionSpec): Promise<Row> {
+/** int8 attention on K/V of storage type `kv`, through kv_quantize, against its references. */
+async function attentionCheck(
+  device: GPUDevice,
+  spec: Int8AttentionSpec,
+  kv: StorageType,
+): Promise<Row> {
   const d = spec.headDim;
   const heads = 8;
   const kvHeads = 2;
@@ -425,23 +430,23 @@ async function attentionCheck(device: GPUDevice, spec: Int8AttentionSpec): Promi
   const kvBias = seeded(d, 21, -4, 4); // a channel-wise bias in K, as real models have
   const k = (seed: number) => {
     const x = seeded(cache * kvHeads * d, seed, -1, 1);
-    return x.map((v, i) => v + kvBias[i % d]).map(spec.kv === "f16" ? Math.f16round : Math.fround);
+    return x.map((v, i) => v + kvBias[i % d]).map(kv === "f16" ? Math.f16round : Math.fround);
   };
   const buffers: HostBuffers = {
     q: seeded((qRows + 1) * heads * d, 22, -2, 2).map(Math.fround),
     k0: k(23),
-    v0: seeded(cache * kvHeads * d, 24, -1, 1).map(spec.kv === "f16" ? Math.f16round : Math.fround),
+    v0: seeded(cache * kvHeads * d, 24, -1, 1).map(kv === "f16" ? Math.f16round : Math.fround),
     k1: k(25),
-    v1: seeded(cache * kvHeads * d, 26, -1, 1).map(spec.kv === "f16" ? Math.f16round : Math.fround),
+    v1: seeded(cache * kvHeads * d, 26, -1, 1).map(kv === "f16" ? Math.f16round : Math.fround),
     out: seeded((qRows + 2) * heads * d, 27, -1, 1),
     lse: seeded((qRows + 2) * heads, 28, -1, 1),
   };
   try {
     // K/V codes on the GPU against the reference (a code may differ by one at a rounding tie),
     // then the attention on the GPU's codes against its reference on the same codes.
-    const qspec = { headDim: d, kv: spec.kv };
+    const qspec = { headDim: d, kv };
     const lengths = kvTileLengths(sizes, d);
-    const kv = await both(device, kvQuantize, qspec, sizes, {
+    const quantised = await both(device, kvQuantize, qspec, sizes, {
       ...buffers,
       codes: new Float64Array(lengths.codes),
       scales: new Float64Array(lengths.scales),
@@ -449,26 +454,26 @@ async function attentionCheck(device: GPUDevice, spec: Int8AttentionSpec): Promi
     let codesOffByOne = 0;
     let codesWrong = 0;
     for (let w = 0; w < lengths.codes; w++) {
-      const a = unpackInt8(kv.gpu.codes, 4, w);
-      const b = unpackInt8(kv.ref.codes, 4, w);
+      const a = unpackInt8(quantised.gpu.codes, 4, w);
+      const b = unpackInt8(quantised.ref.codes, 4, w);
       for (let e = 0; e < 4; e++) {
         const diff = Math.abs(a[e] - b[e]);
         if (diff === 1) codesOffByOne++;
         if (diff > 1) codesWrong++;
       }
     }
-    const scalesRelErr = maxRel(kv.gpu.scales, kv.ref.scales);
+    const scalesRelErr = maxRel(quantised.gpu.scales, quantised.ref.scales);
     const inputs = {
       q: buffers.q,
-      codes: kv.gpu.codes,
-      scales: kv.gpu.scales,
+      codes: quantised.gpu.codes,
+      scales: quantised.gpu.scales,
       out: buffers.out,
       lse: buffers.lse,
     };
     const { gpu, ref } = await both(device, int8Attention, spec, sizes, inputs);
     const exact: HostBuffers = {};
     for (const [kk, v] of Object.entries(buffers)) exact[kk] = v.slice();
-    attention.reference({ headDim: d, kv: spec.kv, accumulate: spec.accumulate }, sizes, exact);
+    attention.reference({ headDim: d, kv, accumulate: spec.accumulate }, sizes, exact);
     const vsRef = maxRel(gpu.out, ref.out);
     const lseVsRef = maxRel(gpu.lse, ref.lse);
     return {
@@ -526,18 +531,23 @@ async function timeDispatch(
 async function timeInt8Attention(
   device: GPUDevice,
   spec: Int8AttentionSpec,
+  kv: StorageType,
   sizes: Sizes,
 ): Promise<{ quantizeMs: number; attentionMs: number }> {
-  const qspec = { headDim: spec.headDim, kv: spec.kv };
-  const kv = await kernelBuffers(device, "kv_quantize", qspec, sizes);
+  const qspec = { headDim: spec.headDim, kv };
+  const quantised = await kernelBuffers(device, "kv_quantize", qspec, sizes);
   const att = await kernelBuffers(device, "int8_attention", spec, sizes);
   try {
-    const quantizeMs = (await timeKernel(device, kvQuantize, qspec, sizes, kv.buffers)).ms;
-    const buffers = { ...att.buffers, codes: kv.buffers.codes, scales: kv.buffers.scales };
+    const quantizeMs = (await timeKernel(device, kvQuantize, qspec, sizes, quantised.buffers)).ms;
+    const buffers = {
+      ...att.buffers,
+      codes: quantised.buffers.codes,
+      scales: quantised.buffers.scales,
+    };
     const attentionMs = (await timeKernel(device, int8Attention, spec, sizes, buffers)).ms;
     return { quantizeMs, attentionMs };
   } finally {
-    kv.destroy();
+    quantised.destroy();
     att.destroy();
   }
 }

@@ -838,7 +838,6 @@ function taskKernel(L: Lowering, accumulate: boolean): [string, Record<string, u
   if (int8 && int8Attention(c.headDim, int8)) {
     return ["int8_attention", {
       headDim: c.headDim,
-      kv: L.opts.kv,
       accumulate,
       matrixN: int8.matrix.n,
       subgroupSize: int8.subgroupSize,

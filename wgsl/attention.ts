@@ -359,6 +359,36 @@ function lanes(t: AttentionTile): { params: string; setup: string } {
   };
 }
 
+/**
+ * A register-tiled kernel's opening: its pair block (longest first), its lanes, the log2-scaled
+ * softmax scale, and per row i of its tq: the query row, whether it exists, and the running max,
+ * sum and output (td4 vec4s).
+ */
+function tiledRowsWgsl(t: AttentionTile, bq: number, td4: number): string {
+  return `${pairBlock(bq, "last")}
+${lanes(t).setup}
+  let scale2 = params.scale * 1.4426950408889634;
+${lines(t.tq, (i) => `  let row${i} = (firstPair + ty * ${t.tq}u + ${i}u) / group;`)}
+${lines(t.tq, (i) => `  let valid${i} = firstPair + ty * ${t.tq}u + ${i}u < pairs;`)}
+${lines(t.tq, (i) => `  var m${i} = NEG_BIG;\n  var l${i} = 0.0;`)}
+${lines(t.tq, (i) => lines(td4, (c) => `  var o${i}_${c} = vec4<f32>();`))}`;
+}
+
+/**
+ * The head of a register-tiled kernel's segment loop: segment s, skipped when none of the
+ * workgroup's rows are in it; keyEnd, the keys some pair sees; limit_i, those pair i sees.
+ */
+function tiledSegmentHead(tq: number): string {
+  return `  for (var s = 0u; s < params.nseg; s++) {
+    let seg = segment(s);
+    let lo = max(rowLo, seg.qStart);
+    let hi = min(rowHi + 1u, seg.qEnd);
+    if (lo >= hi) { continue; }
+    // Keys [0, keyEnd) are visible to some pair of this workgroup; [0, limit_i) to pair i.
+    let keyEnd = seg_keys(seg, hi - 1u);
+${lines(tq, (i) => `    let limit${i} = select(0i, seg_keys(seg, row${i}), valid${i});`)}`;
+}
+
 // Combines `top{q}` (vec4 of four pairs' values) over the tx invocations of each row with `op`
 // ("max" or "+"), through subgroup shuffles or the workgroup array `red` (which costs barriers).
 function rowReduce(t: AttentionTile, name: string, op: "max" | "+", indent: string): string {
@@ -545,7 +575,6 @@ ${
       qTile[r][c] = v;`,
   );
   const rowq = (f: (q: number) => string) => lines(t.tq / 4, f);
-  const lane = lanes(t);
   return `${paramsWgsl(ATTENTION_FIELDS)}${
     declareBindings(bindings, vectors)
   }${NEG_INF_WGSL}${segmentWgsl()}
@@ -562,23 +591,10 @@ var<workgroup> pTile: array<array<vec4<f32>, ${L.pStride}>, ${bq}>;
 ${t.subgroups ? "" : `var<workgroup> red: array<array<vec4<f32>, ${bq / 4}>, ${t.tx}>;`}
 
 @compute @workgroup_size(${threads})
-fn main(${lane.params}) {
-${pairBlock(bq, "last")}
-${lane.setup}
-  let scale2 = params.scale * 1.4426950408889634;
-${lines(t.tq, (i) => `  let row${i} = (firstPair + ty * ${t.tq}u + ${i}u) / group;`)}
-${lines(t.tq, (i) => `  let valid${i} = firstPair + ty * ${t.tq}u + ${i}u < pairs;`)}
-${lines(t.tq, (i) => `  var m${i} = NEG_BIG;\n  var l${i} = 0.0;`)}
-${lines(t.tq, (i) => lines(td4, (c) => `  var o${i}_${c} = vec4<f32>();`))}
+fn main(${lanes(t).params}) {
+${tiledRowsWgsl(t, bq, td4)}
 ${resident ? `${stageQ}\n${pfRegs.map((q) => `  var pf${q} = vec4<f32>();`).join("\n")}` : ""}
-  for (var s = 0u; s < params.nseg; s++) {
-    let seg = segment(s);
-    let lo = max(rowLo, seg.qStart);
-    let hi = min(rowHi + 1u, seg.qEnd);
-    if (lo >= hi) { continue; }
-    // Keys [0, keyEnd) are visible to some pair of this workgroup; [0, limit_i) to pair i.
-    let keyEnd = seg_keys(seg, hi - 1u);
-${lines(t.tq, (i) => `    let limit${i} = select(0i, seg_keys(seg, row${i}), valid${i});`)}
+${tiledSegmentHead(t.tq)}
 ${
     resident
       ? `    if (keyEnd > 0) {
@@ -749,7 +765,6 @@ function pipelinedCode(spec: AttentionSpec, t: AttentionTile): string {
   const kvRead = (name: string) => `${name}[row * ${d4}u + c]`;
   const kvF32 = (v: string) =>
     spec.kv === "f32" ? v : `vec4<f32>(unpack2x16float(${v}.x), unpack2x16float(${v}.y))`;
-  const lane = lanes(t);
   // Item e of a Q or K chunk (R rows of dq vec4s): runs of two vec4s (32 bytes) along a row, so
   // that a subgroup's loads use whole sectors and its k-major scalar stores hit distinct banks.
   const split = (e: string, R: number) =>
@@ -884,28 +899,15 @@ var<workgroup> pTile: array<array<vec4<f32>, ${L.pStride}>, ${bq}>;
 ${t.subgroups ? "" : `var<workgroup> red: array<array<vec4<f32>, ${bq / 4}>, ${t.tx}>;`}
 
 @compute @workgroup_size(${threads})
-fn main(${lane.params}) {
-${pairBlock(bq, "last")}
-${lane.setup}
-  let scale2 = params.scale * 1.4426950408889634;
+fn main(${lanes(t).params}) {
+${tiledRowsWgsl(t, bq, td4)}
   let qBase = ty * ${t.tq / 4}u;
-${lines(t.tq, (i) => `  let row${i} = (firstPair + ty * ${t.tq}u + ${i}u) / group;`)}
-${lines(t.tq, (i) => `  let valid${i} = firstPair + ty * ${t.tq}u + ${i}u < pairs;`)}
-${lines(t.tq, (i) => `  var m${i} = NEG_BIG;\n  var l${i} = 0.0;`)}
-${lines(t.tq, (i) => lines(td4, (c) => `  var o${i}_${c} = vec4<f32>();`))}
 ${slots}
 ${lines(sQ, (q) => `  var pfQ${q} = vec4<f32>();`)}
 ${lines(sK, (q) => `  var pfK${q} = ${kvVec}();`)}
 ${lines(sV, (q) => `  var pfV${q} = ${kvVec}();`)}
   var cur = 0u;
-  for (var s = 0u; s < params.nseg; s++) {
-    let seg = segment(s);
-    let lo = max(rowLo, seg.qStart);
-    let hi = min(rowHi + 1u, seg.qEnd);
-    if (lo >= hi) { continue; }
-    // Keys [0, keyEnd) are visible to some pair of this workgroup; [0, limit_i) to pair i.
-    let keyEnd = seg_keys(seg, hi - 1u);
-${lines(t.tq, (i) => `    let limit${i} = select(0i, seg_keys(seg, row${i}), valid${i});`)}
+${tiledSegmentHead(t.tq)}
     let allSee = ${range(t.tq).map((i) => `limit${i}`).reduce((a, b) => `min(${a}, ${b})`)};
     if (keyEnd > 0) {
 ${prefetchQK("0u", "0u", "      ")}

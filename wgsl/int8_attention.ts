@@ -19,7 +19,7 @@
 // Everything a subgroup matrix cannot do (per-row scaling, masking, exp) goes through a per-subgroup
 // scratch area of workgroup memory.
 
-import { type BindingSpec, computeKernel, type KernelFamily, type StorageType } from "./kernel.ts";
+import { type BindingSpec, computeKernel, type KernelFamily } from "./kernel.ts";
 import { paramsWgsl } from "./_params.ts";
 import { declareBindings } from "./_storage.ts";
 import { ENTRY_BUILTINS, grid2d } from "./_grid.ts";
@@ -35,8 +35,6 @@ import { KV_TILE, recordWords, scaleStride, segmentTiles, segTilesWgsl } from ".
 export interface Int8AttentionSpec {
   /** Head size: a multiple of 32 up to 128. */
   headDim: number;
-  /** Storage type of the K and V caches (that kv_quantize read: kept so the two pair up). */
-  kv: StorageType;
   /** Merge into `out`/`lse` by log-sum-exp instead of overwriting (as in `attention`). */
   accumulate?: boolean;
   /** Columns of the result matrix: 16 (16×16×32) or 8 (16×8×32). */
@@ -452,7 +450,7 @@ function maxTree(xs: string[]): string {
 export const int8Attention: KernelFamily<Int8AttentionSpec> = {
   name: "int8_attention",
   key: (spec) =>
-    `int8_attention_d${spec.headDim}_${spec.kv}_n${spec.matrixN}_s${spec.subgroupSize}` +
+    `int8_attention_d${spec.headDim}_n${spec.matrixN}_s${spec.subgroupSize}` +
     (spec.accumulate ? "_acc" : ""),
   generate(spec) {
     check(spec);
@@ -469,7 +467,7 @@ export const int8Attention: KernelFamily<Int8AttentionSpec> = {
   },
   params(spec, sizes) {
     // Same checks and packing as attention; the struct is the same.
-    return attention.params({ headDim: spec.headDim, kv: spec.kv }, sizes);
+    return attention.params({ headDim: spec.headDim, kv: "f32" }, sizes);
   },
   reference(spec, sizes, buffers) {
     int8AttentionReference(spec, sizes, buffers);

@@ -125,7 +125,8 @@ fn main(${ENTRY_BUILTINS}) {
   let kg = lid / ${d4}u;
   let stager = kg < ${S}u;
 
-  // μ: per-stager sums in key order, then the stagers' sums in order.
+  // μ: per-stager sums in key order, then the stagers' sums in order. Every workgroup sums the
+  // same 64 keys again: cheaper than a dispatch of its own and a barrier between the two.
   let muKeys = min(${KV_TILE}u, u32(seg_keys(muSeg, muSeg.qEnd - 1u)));
   let muFirst = muSeg.kvStart * params.kvHeads + g;
   var sum = vec4<f32>();

@@ -176,7 +176,7 @@ Deno.test("int8_attention reference stays within 3% of exact attention, K with a
     scales: new Float64Array(lengths.scales),
   };
   kvQuantize.reference({ headDim: d, kv: "f32" }, sizes, quantised);
-  const spec = { headDim: d, kv: "f32" as const, matrixN: 16, subgroupSize: 32 };
+  const spec = { headDim: d, matrixN: 16, subgroupSize: 32 };
   int8Attention.reference(spec, sizes, quantised);
   attention.reference({ headDim: d, kv: "f32" }, sizes, exact);
   let num = 0;

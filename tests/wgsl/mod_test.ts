@@ -37,7 +37,7 @@ Deno.test("every kernel declares binding 0 as params and its storage bindings fr
       accumulate: true,
       activation: "silu",
     },
-    int8_attention: { headDim: 128, kv: "f16", matrixN: 16, subgroupSize: 32 },
+    int8_attention: { headDim: 128, matrixN: 16, subgroupSize: 32 },
     kv_quantize: { headDim: 96, kv: "f16" },
   };
   // Tensor-core families exist only on Dawn with subgroup matrices; every other one runs anywhere.
