@@ -8,8 +8,11 @@ import type { ElementType, StorageType } from "../wgsl/kernel.ts";
 
 /** Identifies the file format. */
 export const PLAN_FORMAT = "apb-webgpu-plan";
-/** Bumped on every incompatible change. */
-export const PLAN_VERSION = 1;
+/**
+ * Bumped on every incompatible change. 2: int8 attention steps read K/V that a kv_quantize step
+ * wrote (bindings codes and scales) instead of the caches.
+ */
+export const PLAN_VERSION = 2;
 
 /**
  * A size: a number, or (in the extend program) an expression over run-time variables, e.g.

@@ -26,8 +26,12 @@ Deno.test("other versions and broken plans are refused with a message", () => {
   const p = plan();
   assert.throws(
     () => validatePlan({ ...p, version: PLAN_VERSION + 1 }),
-    (e) => e instanceof PlanFormatError && /version 2 is not supported.*recompile/.test(e.message),
+    (e) =>
+      e instanceof PlanFormatError &&
+      new RegExp(`version ${PLAN_VERSION + 1} is not supported.*recompile`).test(e.message),
   );
+  // Version 1 plans bound int8 attention to the caches, before kv_quantize.
+  assert.throws(() => validatePlan({ ...p, version: 1 }), /version 1 is not supported.*recompile/);
   assert.throws(() => validatePlan({ hello: 1 }), /not a plan file/);
   const broken = structuredClone(p);
   broken.programs.prefill.phases[0].steps[0][0].bind.a = "nowhere";
